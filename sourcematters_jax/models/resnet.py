@@ -1,0 +1,116 @@
+"""Keras ResNet50 v1 topology in Flax Linen, with parameter names equal to the Keras layer names.
+
+The reference is `keras.applications.ResNet50(include_top=False, pooling='avg')`:
+  conv1_pad (ZeroPadding 3) -> conv1_conv (7x7/2, valid, bias) -> conv1_bn -> relu
+  pool1_pad (ZeroPadding 1) -> pool1_pool (3x3/2 max, valid)
+  conv{2..5}_block{k}: 1x1 (stride of the stage on the first block) -> 3x3 same -> 1x1 (x4),
+  projection shortcut `_0_conv/_0_bn` on the first block of each stage only, add, relu
+  avg_pool: global average pooling -> [N, 32 * width] features (2048 for ResNet50).
+
+Every convolution has a bias and every BatchNorm uses epsilon 1.001e-5 and momentum 0.99, as in
+Keras. Strided ops use explicit zero padding plus VALID, never 'SAME', so feature maps align with
+Keras at any input size. The parameter tree is flat: `params['conv2_block1_1_conv']['kernel']`,
+`batch_stats['conv2_block1_1_bn']['mean']`, so converting Keras weights is a rename. Width and
+blocks per stage are fields, so tests run tiny models through the very same code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# keras.applications.resnet settings.
+BN_EPSILON = 1.001e-5
+BN_MOMENTUM = 0.99
+RESNET50_STAGE_SIZES = (3, 4, 6, 3)
+
+
+def _zero_pad(x: jnp.ndarray, pad: int) -> jnp.ndarray:
+    """Keras ZeroPadding2D(pad) on NHWC input."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+class ResNet(nn.Module):
+    """Keras ResNet v1 backbone (bottleneck blocks) returning globally average-pooled features.
+
+    Attributes:
+      stage_sizes: blocks per stage; (3, 4, 6, 3) is ResNet50.
+      width: channels of the stem and of the first stage's bottleneck (64 in ResNet50). Stage s
+        uses `width * 2**s` bottleneck channels and outputs four times that.
+      dtype: computation dtype (float32 for parity with Keras; bfloat16 is an option on
+        accelerators). Parameters are always float32.
+    """
+
+    stage_sizes: Sequence[int] = RESNET50_STAGE_SIZES
+    width: int = 64
+    dtype: Any = jnp.float32
+
+    @property
+    def num_features(self) -> int:
+        return 4 * self.width * 2 ** (len(self.stage_sizes) - 1)
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Features for NHWC float input that is already preprocessed for the source.
+
+        Args:
+          x: [N, H, W, 3] float images.
+          train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
+        Returns:
+          [N, num_features] float32 features.
+        """
+        conv = functools.partial(nn.Conv, use_bias=True, dtype=self.dtype)
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            # Two-pass variance, as Keras computes it, for float32 parity.
+            use_fast_variance=False,
+            dtype=self.dtype,
+        )
+
+        def bottleneck(h, filters: int, strides: int, projection: bool, name: str):
+            if projection:
+                shortcut = conv(4 * filters, (1, 1), strides=strides, padding="VALID",
+                                name=f"{name}_0_conv")(h)
+                shortcut = norm(name=f"{name}_0_bn")(shortcut)
+            else:
+                shortcut = h
+            h = conv(filters, (1, 1), strides=strides, padding="VALID", name=f"{name}_1_conv")(h)
+            h = nn.relu(norm(name=f"{name}_1_bn")(h))
+            h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
+            h = nn.relu(norm(name=f"{name}_2_bn")(h))
+            h = conv(4 * filters, (1, 1), padding="VALID", name=f"{name}_3_conv")(h)
+            h = norm(name=f"{name}_3_bn")(h)
+            return nn.relu(shortcut + h)
+
+        x = jnp.asarray(x, self.dtype)
+        x = conv(self.width, (7, 7), strides=2, padding="VALID", name="conv1_conv")(_zero_pad(x, 3))
+        x = nn.relu(norm(name="conv1_bn")(x))
+        x = nn.max_pool(_zero_pad(x, 1), (3, 3), strides=(2, 2), padding="VALID")
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            filters = self.width * 2**stage
+            for block in range(num_blocks):
+                x = bottleneck(
+                    x,
+                    filters,
+                    strides=(1 if stage == 0 else 2) if block == 0 else 1,
+                    projection=block == 0,
+                    name=f"conv{stage + 2}_block{block + 1}",
+                )
+        return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+def ResNet50(dtype: Any = jnp.float32) -> ResNet:  # noqa: N802 - mirrors keras.applications.ResNet50
+    """The study's backbone: Keras ResNet50 v1, include_top=False, pooling='avg' (2048 features)."""
+    return ResNet(stage_sizes=RESNET50_STAGE_SIZES, width=64, dtype=dtype)
+
+
+def TinyResNet(width: int = 8, stage_sizes: Sequence[int] = (1, 1, 1, 1),  # noqa: N802
+               dtype: Any = jnp.float32) -> ResNet:
+    """A small ResNet through the same code path, for tests and the CPU demo."""
+    return ResNet(stage_sizes=tuple(stage_sizes), width=width, dtype=dtype)
