@@ -62,7 +62,14 @@ class ResNet(nn.Module):
         Returns:
           [N, num_features] float32 features.
         """
-        conv = functools.partial(nn.Conv, use_bias=True, dtype=self.dtype)
+        # Keras Conv2D defaults: glorot_uniform kernel, zero bias (the study's "random init" source).
+        conv = functools.partial(
+            nn.Conv,
+            use_bias=True,
+            kernel_init=nn.initializers.glorot_uniform(),
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+        )
         norm = functools.partial(
             nn.BatchNorm,
             use_running_average=not train,
