@@ -21,8 +21,10 @@ class Classifier(nn.Module):
     dropout_rate: float = 0.5
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        features = self.backbone(x, train=train)
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Logits [N, num_classes]; `mask` (bool [N]) keeps padded examples out of BN statistics."""
+        features = self.backbone(x, train=train, mask=mask)
         features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
         return nn.Dense(
             self.num_classes,

@@ -53,12 +53,15 @@ class ResNet(nn.Module):
         return 4 * self.width * 2 ** (len(self.stage_sizes) - 1)
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
         """Features for NHWC float input that is already preprocessed for the source.
 
         Args:
           x: [N, H, W, 3] float images.
           train: BatchNorm uses batch statistics (and updates `batch_stats`) when True.
+          mask: optional bool [N]; in training mode only the examples where it is True enter the
+            BatchNorm batch statistics (padded batches of different sizes, as the trainer has).
         Returns:
           [N, num_features] float32 features.
         """
@@ -79,25 +82,26 @@ class ResNet(nn.Module):
             use_fast_variance=False,
             dtype=self.dtype,
         )
+        bn_mask = None if mask is None else jnp.asarray(mask, bool)[:, None, None, None]
 
         def bottleneck(h, filters: int, strides: int, projection: bool, name: str):
             if projection:
                 shortcut = conv(4 * filters, (1, 1), strides=strides, padding="VALID",
                                 name=f"{name}_0_conv")(h)
-                shortcut = norm(name=f"{name}_0_bn")(shortcut)
+                shortcut = norm(name=f"{name}_0_bn")(shortcut, mask=bn_mask)
             else:
                 shortcut = h
             h = conv(filters, (1, 1), strides=strides, padding="VALID", name=f"{name}_1_conv")(h)
-            h = nn.relu(norm(name=f"{name}_1_bn")(h))
+            h = nn.relu(norm(name=f"{name}_1_bn")(h, mask=bn_mask))
             h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
-            h = nn.relu(norm(name=f"{name}_2_bn")(h))
+            h = nn.relu(norm(name=f"{name}_2_bn")(h, mask=bn_mask))
             h = conv(4 * filters, (1, 1), padding="VALID", name=f"{name}_3_conv")(h)
-            h = norm(name=f"{name}_3_bn")(h)
+            h = norm(name=f"{name}_3_bn")(h, mask=bn_mask)
             return nn.relu(shortcut + h)
 
         x = jnp.asarray(x, self.dtype)
         x = conv(self.width, (7, 7), strides=2, padding="VALID", name="conv1_conv")(_zero_pad(x, 3))
-        x = nn.relu(norm(name="conv1_bn")(x))
+        x = nn.relu(norm(name="conv1_bn")(x, mask=bn_mask))
         x = nn.max_pool(_zero_pad(x, 1), (3, 3), strides=(2, 2), padding="VALID")
         for stage, num_blocks in enumerate(self.stage_sizes):
             filters = self.width * 2**stage
