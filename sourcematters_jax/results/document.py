@@ -1,0 +1,91 @@
+"""report.md: one Markdown page that indexes the report's files and shows its tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sourcematters_jax.results import markdown, naming
+from sourcematters_jax.results.load import ResultsTable
+
+
+def _tests_section(tests: pd.DataFrame, metric: str) -> str:
+    sub = tests[tests["metric"] == metric]
+    if sub.empty:
+        return "No cell has either compared source.\n"
+    rows = []
+    for r in sub.itertuples(index=False):
+        rows.append([
+            naming.confounder_title(r.confounder), naming.TEST_SET_LABELS.get(r.test_set, r.test_set),
+            naming.fmt_p(r.p_art), f"{r.n_a} vs {r.n_b}", r.mean_a, r.mean_b, r.t, r.p_value,
+            r.method or markdown.MISSING, r.paper_t, r.paper_p, r.note,
+        ])
+    a, b = sub["source_a"].iloc[0], sub["source_b"].iloc[0]
+    header = ["confounder", "test set", "p_art", "folds", f"mean {a}", f"mean {b}", "t", "p",
+              "method", "paper t", "paper p", "note"]
+    return markdown.table(header, rows, digits=4)
+
+
+def _failed_section(table: ResultsTable) -> str:
+    failed = table.failed
+    if failed.empty:
+        return "None: every row has status 'ok'.\n"
+    cols = [c for c in ("member_id", "experiment", "source", "p_art", "fold", "seed", "status", "source_file")
+            if c in failed.columns]
+    members = failed[cols].drop_duplicates().copy()
+    members["p_art"] = members["p_art"].map(naming.fmt_p)
+    return (f"{len(members)} member(s) ({len(failed)} row(s)) are excluded from every statistic:\n\n"
+            + markdown.frame(members))
+
+
+def render(
+    *,
+    table: ResultsTable,
+    summary_md: str,
+    tests: pd.DataFrame,
+    comparison: pd.DataFrame,
+    figure_files: list[str],
+    compare: tuple[str, str],
+    n_boot: int,
+    n_permutations: int,
+    seed: int,
+) -> str:
+    """The whole report page as Markdown."""
+    ok = table.ok
+    a, b = compare
+    figs = "\n".join(f"![{f}]({f})" for f in figure_files if f.endswith(".png"))
+    comp = comparison.copy()
+    comp["p_art"] = comp["p_art"].map(naming.fmt_p)
+    return f"""# Source Matters: report
+
+Inputs ({len(table.files)} table(s)): {", ".join(f"`{f}`" for f in table.files)}
+
+{len(table.rows)} rows; {len(ok)} with status 'ok' from {ok.groupby(["experiment", "source", "p_art", "fold", "seed"]).ngroups} members.
+Statistical unit: the fold (seeds of a fold are averaged first); n counts folds.
+Bootstrap: percentile, {n_boot} resamples of the folds, seed {seed} (per cell). Tests: Student's
+t ({a} minus {b}), two-sided permutation p-value, exact when the distinct splits number at most
+{n_permutations}, else Monte Carlo with {n_permutations} random splits. See docs/report.md.
+
+Files: `summary.csv` / `summary.md` (both metrics), `tests.csv`, `paper_comparison.csv`, figures
+(PNG and PDF).
+
+## Excluded runs
+
+{_failed_section(table)}
+## Figures
+
+{figs}
+
+## {a} vs {b}: permutation t-tests, Keras-compatible AUC (the paper's metric)
+
+Paper t and p are the authors' printed values (ImageNet vs RadImageNet, o.o.d.).
+
+{_tests_section(tests, "auc_keras")}
+## {a} vs {b}: permutation t-tests, binary ROC-AUC
+
+{_tests_section(tests, "auc")}
+## Comparison with the study (Keras-compatible AUC, mean over folds; difference = yours - paper)
+
+{markdown.frame(comp)}
+## Summary
+
+{summary_md}"""

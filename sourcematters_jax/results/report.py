@@ -1,0 +1,145 @@
+"""`sourcematters report`: a sweep's results tables -> summary, figures, tests, paper comparison.
+
+    sourcematters report --workdir DIR [--workdir DIR2 ...] [--out OUT] [--compare A B]
+    python -m sourcematters_jax.results.report --workdir DIR
+
+Each --workdir is a results.csv, a directory holding one, or a sweep root whose subdirectories hold
+them; all are concatenated. Output goes to OUT (default: `report/` next to the first table's
+workdir). Everything is computed before anything is written, and files are written to a temporary
+directory first and then moved in, so bad input leaves no half-written report. docs/report.md
+explains the outputs and the statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from sourcematters_jax.results import document, figures, paper
+from sourcematters_jax.results.compare import DEFAULT_COMPARE, source_tests
+from sourcematters_jax.results.load import METRICS, ReportInputError, load_results
+from sourcematters_jax.results.stats import DEFAULT_N_BOOT, DEFAULT_N_PERMUTATIONS
+from sourcematters_jax.results.summary import summarize, summary_markdown
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything the report writes, computed in memory."""
+
+    summary: pd.DataFrame
+    summary_md: str
+    tests: pd.DataFrame
+    comparison: pd.DataFrame
+    page: str
+    figures: dict  # file stem -> matplotlib Figure
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The report's command-line interface (also used by `sourcematters report`)."""
+    p = argparse.ArgumentParser(
+        prog="sourcematters report",
+        description="Summarise results tables: summary table, figures, permutation tests, paper comparison.",
+    )
+    p.add_argument("--workdir", action="append", required=True, metavar="DIR",
+                   help="results.csv, a workdir holding one, or a sweep root; repeat to concatenate")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default: FIRST_WORKDIR/report)")
+    p.add_argument("--compare", nargs=2, default=list(DEFAULT_COMPARE), metavar=("A", "B"),
+                   help="the two sources to test against each other (default: imagenet radimagenet)")
+    p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                   help=f"bootstrap resamples for the 95%% CI (default {DEFAULT_N_BOOT})")
+    p.add_argument("--n-permutations", type=int, default=DEFAULT_N_PERMUTATIONS,
+                   help="exact permutation test when the distinct splits number at most this, else this "
+                        f"many Monte Carlo splits (default {DEFAULT_N_PERMUTATIONS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and Monte Carlo draws")
+    return p
+
+
+def default_out(first_workdir: str | Path) -> Path:
+    """FIRST/report for a directory; the table's directory/report for a results.csv path."""
+    p = Path(first_workdir)
+    return (p.parent if p.is_file() else p) / "report"
+
+
+def build_report(
+    workdirs: Sequence[str | Path],
+    *,
+    compare: tuple[str, str] = DEFAULT_COMPARE,
+    n_boot: int = DEFAULT_N_BOOT,
+    n_permutations: int = DEFAULT_N_PERMUTATIONS,
+    seed: int = 0,
+) -> Report:
+    """Read the tables and compute every output (nothing is written)."""
+    if n_boot < 1 or n_permutations < 1:
+        raise ValueError("--n-boot and --n-permutations must be positive")
+    table = load_results(workdirs)
+    summary = summarize(table, n_boot=n_boot, seed=seed)
+    tests = paper.with_paper_tests(
+        source_tests(table, compare[0], compare[1], n_permutations=n_permutations, seed=seed)
+    )
+    comparison = paper.paper_comparison(summary)
+    figs = {}
+    for name, (confounders, test_sets) in figures.layouts_for(summary["confounder"]).items():
+        for metric in METRICS:
+            figs[f"figure_{name}_{metric}"] = figures.auc_figure(summary, metric, confounders, test_sets)
+    if figures.has_paper_overlap(comparison):
+        figs["figure_paper_comparison"] = figures.paper_comparison_figure(comparison)
+    summary_md = summary_markdown(summary)
+    page = document.render(
+        table=table, summary_md=summary_md, tests=tests, comparison=comparison,
+        figure_files=[f"{stem}.{ext}" for stem in figs for ext in ("png", "pdf")],
+        compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed,
+    )
+    return Report(summary, summary_md, tests, comparison, page, figs)
+
+
+def write_report(report: Report, out: str | Path) -> list[Path]:
+    """Write every file into a temporary directory next to `out`, then move them into `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        report.summary.to_csv(tmp / "summary.csv", index=False)
+        (tmp / "summary.md").write_text("# Summary\n\n" + report.summary_md)
+        report.tests.to_csv(tmp / "tests.csv", index=False)
+        report.comparison.to_csv(tmp / "paper_comparison.csv", index=False)
+        for stem, fig in report.figures.items():
+            figures.save(fig, tmp / stem)
+        (tmp / "report.md").write_text(report.page)
+        out.mkdir(exist_ok=True)
+        written = []
+        for f in sorted(tmp.iterdir()):
+            dest = out / f.name
+            f.replace(dest)
+            written.append(dest)
+        return written
+    finally:
+        for fig in report.figures.values():
+            figures.plt.close(fig)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the report; returns 0 on success, 2 on bad input (message on stderr)."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out) if args.out else default_out(args.workdir[0])
+    try:
+        report = build_report(args.workdir, compare=tuple(args.compare), n_boot=args.n_boot,
+                              n_permutations=args.n_permutations, seed=args.seed)
+    except (ReportInputError, ValueError) as e:
+        print(f"sourcematters report: error: {e}", file=sys.stderr)
+        return 2
+    written = write_report(report, out)
+    print(f"wrote {len(written)} files to {out} (start with {out / 'report.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
