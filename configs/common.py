@@ -1,0 +1,107 @@
+"""Shared pieces of the experiment configs: `parse_arg` and the study's grid.
+
+Every config file has `get_config(arg=None)`; `arg` is what follows ':' in
+`--config=configs/tag.py:ARG`, a comma-separated list of `key=value` pairs (big_vision style):
+
+    --config=configs/tag.py:p_art=0+0.5+1,source=imagenet,seed=812+813
+
+Each config declares the keys it accepts with their defaults; a key it does not declare is an
+error that names it. A default's type decides how a value parses (tuples take '+'-separated
+values, bools accept a bare `key` for True). Any other field is set with the usual override,
+`--config.batch_size=64`; the returned config is locked, so a misspelt field is an error too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from sourcematters_jax.members import P_ART_GRID, PAPER_SOURCES, STUDY_SEED
+from sourcematters_jax.train.config import base_config
+
+PAPER_FOLDS = (1, 2, 3, 4, 5)
+# Which dataset holds each experiment's images (PROTOCOL.md, "Datasets").
+EXPERIMENT_DATASETS = {
+    "tag": "chest14_source_matters",
+    "denoising": "chest14_source_matters",
+    "xray_noise": "chest14_source_matters",
+    "sex": "chest14_sex",
+    "ct_noise": "lidc_nodules",
+    "ct_xray_noise": "lidc_nodules",
+}
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    if isinstance(default, tuple):
+        element = default[0] if default else ""
+        return tuple(_parse_value(key, part, element) for part in text.split("+") if part != "")
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("", "1", "true", "yes"):
+                return True
+            if text.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"config argument {key}={text!r}: expected a {type(default).__name__}") from None
+    return text
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+    """Parse a get_config argument 'k1=v1,k2=v2' against `spec` (key -> default value).
+
+    Raises:
+      ValueError: an unknown key (named, with the accepted keys) or a value of the wrong type.
+    """
+    values = dict(spec)
+    for item in (arg or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, has_value, text = item.partition("=")
+        key = key.strip()
+        if key not in spec:
+            raise ValueError(f"unknown config argument {key!r} in {arg!r}; accepted: {sorted(spec)}")
+        if not has_value and not isinstance(spec[key], bool):
+            raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+        values[key] = _parse_value(key, text.strip(), spec[key])
+    return ml_collections.ConfigDict(values)
+
+
+def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[ml_collections.ConfigDict,
+                                                                                   ml_collections.ConfigDict]:
+    """The paper's grid for one experiment: base_config() with the experiment, dataset and sweep.
+
+    Arguments accepted in `arg` (each restricts or changes the sweep):
+      p_art:   '+'-separated fractions of confounded positives (default 0+0.1+0.2+0.5+0.8+1)
+      source:  '+'-separated sources (default imagenet+radimagenet+random)
+      fold:    '+'-separated folds (default 1+2+3+4+5)
+      seed:    '+'-separated seeds (default 812, the study's)
+      weights: a directory holding converted checkpoints `imagenet/` and `radimagenet/`
+               (what `sourcematters convert` wrote); sets config.sources.* to them
+    plus `extra_spec` (key -> default) for the calling config.
+    Returns:
+      (config, parsed arg), the config still locked.
+    """
+    a = parse_arg(arg, p_art=tuple(P_ART_GRID), source=tuple(PAPER_SOURCES), fold=PAPER_FOLDS,
+                  seed=(STUDY_SEED,), weights="", **extra_spec)
+    for key in ("p_art", "source", "fold", "seed"):
+        if not a[key]:
+            raise ValueError(f"config argument {key} selects no values")
+    config = base_config()
+    config.experiment = experiment
+    config.dataset = EXPERIMENT_DATASETS[experiment]
+    config.sweep.source = tuple(a.source)
+    config.sweep.p_art = tuple(float(p) for p in a.p_art)
+    config.sweep.fold = tuple(a.fold)
+    config.sweep.seed = tuple(a.seed)
+    if a.weights:
+        root = a.weights.rstrip("/")
+        config.sources.imagenet = f"{root}/imagenet"
+        config.sources.radimagenet = f"{root}/radimagenet"
+    return config, a

@@ -1,0 +1,21 @@
+r"""Noise in CT: low-dose photon-count noise on the CT crops of p_art of the malignant nodules (LIDC-IDRI).
+
+The study's grid: p_art 0/.1/.2/.5/.8/1 x ImageNet/RadImageNet/random x 5 folds = 90 members. The
+study did not publish its CT protocol or noise levels; this project's recipe is in PROTOCOL.md
+(pylidc consensus crops, malignancy median_high > 3 vs < 3) and the noise level is a data option.
+Needs LIDC-IDRI (DICOM + pylidc) in LIDC:
+
+  sourcematters sweep --config=configs/ct_noise.py:weights=WEIGHTS \
+    --config.manual_dir=LIDC --root=sweeps/ct_noise --device_memory_gib=80
+
+Arguments (after ':'; see configs/common.py): p_art, source, fold, seed ('+'-separated), weights.
+Expected (paper, mean o.o.d. AUC): ImageNet .81 -> .33 (p_art=.5) -> .14 (p_art=1); RadImageNet
+.84 -> .45 -> .24; random init .52 -> .07 (a strong confounder: every source learns it).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+    config, _ = common.study_config("ct_noise", arg)
+    return config
