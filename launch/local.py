@@ -1,0 +1,81 @@
+"""Run a sweep's pending programs on this machine: in this process, or as several processes.
+
+One process (the default) trains the programs one after another in the launching process, with
+its logging on the console: the simplest path and the demo's. With `processes=N > 1`, up to N
+programs run at once, each as `python -m launch.program --root=ROOT --program=K` with its output in
+`ROOT/logs/program_K.log` (useful on a machine with several accelerators: give each process its
+own devices through the environment, e.g. CUDA_VISIBLE_DEVICES, in `env_for`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+from launch import plan as plan_lib
+from launch import program as program_lib
+
+
+def _print(message: str) -> None:
+    print(f"[launch] {message}", flush=True)
+
+
+def run_in_process(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program]) -> None:
+    """Train `programs` one after another in this process."""
+    for n, program in enumerate(programs, 1):
+        start = time.time()
+        _print(f"{program.name} ({n}/{len(programs)}): members {program.member_indices} "
+               f"({program.size}, {program.experiment}) -> {plan.workdir(program)}")
+        program_lib.run_program(plan.root, program.index, config=plan.config)
+        _print(f"{program.name} done in {time.time() - start:.0f} s")
+
+
+def program_command(plan: plan_lib.Plan, program: plan_lib.Program) -> list[str]:
+    """The command line that trains `program` in a fresh process."""
+    return [sys.executable, "-m", "launch.program", f"--root={plan.root}", f"--program={program.index}"]
+
+
+def run_processes(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], processes: int,
+                  env_for: Callable[[int], Mapping[str, str]] | None = None,
+                  poll_s: float = 1.0) -> None:
+    """Train `programs` as subprocesses, at most `processes` at a time.
+
+    Args:
+      env_for: slot (0..processes-1) -> extra environment variables for a process in that slot.
+    Raises:
+      RuntimeError: some programs failed (after all others ran); the message lists their logs.
+    """
+    if not plan.config_spec:
+        raise ValueError("running programs as processes needs a config file (the sweep's config_spec)")
+    logs = plan.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue = list(programs)
+    running: dict[int, tuple[plan_lib.Program, subprocess.Popen, float]] = {}
+    failed: list[str] = []
+    done = 0
+    while queue or running:
+        for slot in range(processes):
+            if slot not in running and queue:
+                program = queue.pop(0)
+                env = {**os.environ, **(env_for(slot) if env_for else {})}
+                log_path = logs / f"{program.name}.log"
+                with open(log_path, "w") as log_file:
+                    proc = subprocess.Popen(program_command(plan, program), stdout=log_file,
+                                            stderr=subprocess.STDOUT, env=env)
+                running[slot] = (program, proc, time.time())
+                _print(f"{program.name}: started (pid {proc.pid}, log {log_path})")
+        time.sleep(poll_s)
+        for slot, (program, proc, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[slot]
+            done += 1
+            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            _print(f"{program.name}: {status} in {time.time() - start:.0f} s [{done}/{len(programs)}]")
+            if proc.returncode != 0:
+                failed.append(str(logs / f"{program.name}.log"))
+    if failed:
+        raise RuntimeError(f"{len(failed)} program(s) failed; see {', '.join(failed)}")

@@ -1,0 +1,97 @@
+"""Run programs of a launched sweep: the one job every executor (local, Slurm, TPU VM) runs.
+
+    python -m launch.program --root=ROOT --program=3 [--program=7 ...] [--distributed]
+
+reads `ROOT/sweep.json`, rebuilds the sweep's config from its recorded spec (run it from the
+directory the sweep was launched from, i.e. the repository root), and trains each listed program
+into `ROOT/program_NNN/` with `sourcematters_jax.train.train_and_evaluate`. A finished program
+(complete results.csv) is skipped; an interrupted one resumes from its workdir's checkpoints,
+which is what `train_and_evaluate` does when they exist. So running a job twice is always safe,
+and a preempted Slurm job is simply requeued.
+
+`--distributed` calls `jax.distributed.initialize()` first, for one program spanning several hosts
+(a TPU pod slice, a multi-node Slurm allocation): every host runs the same command, and JAX finds
+the coordinator from the TPU metadata or the Slurm environment (or from `--coordinator_address`,
+`--num_processes` and `--process_id` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+from typing import Sequence
+
+import ml_collections
+
+from launch import plan as plan_lib
+
+log = logging.getLogger(__name__)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """`jax.distributed.initialize` (auto-detected on TPU VMs and Slurm when arguments are None)."""
+    import jax
+
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    log.info("jax.distributed: process %d of %d, %d global devices", jax.process_index(),
+             jax.process_count(), jax.device_count())
+
+
+def run_program(root: str | pathlib.Path, index: int, *,
+                config: ml_collections.ConfigDict | None = None) -> pathlib.Path:
+    """Train program `index` of the sweep in `root` unless finished; returns its results.csv path.
+
+    Args:
+      root: the sweep root (holds sweep.json).
+      index: the program's index in the manifest.
+      config: the sweep's config (as launched); None rebuilds it from the manifest's spec.
+    """
+    plan = plan_lib.load_plan(root, config)
+    if not 0 <= index < len(plan.programs):
+        raise IndexError(f"program {index} out of range: the sweep in {root} has {len(plan.programs)}")
+    program = plan.programs[index]
+    workdir = plan.workdir(program)
+    if plan.is_finished(program):
+        log.info("%s: finished, skipping (%s)", program.name, workdir / plan_lib.RESULTS)
+        return workdir / plan_lib.RESULTS
+    from sourcematters_jax.train import train_and_evaluate
+
+    log.info("%s: training members %s (%d, experiment %s) in %s", program.name,
+             program.member_indices, program.size, program.experiment, workdir)
+    return pathlib.Path(train_and_evaluate(plan.program_config(program), str(workdir)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m launch.program",
+        description="Train programs of a launched sweep (skips finished ones, resumes interrupted ones).")
+    parser.add_argument("--root", required=True, help="sweep root directory holding sweep.json")
+    parser.add_argument("--program", type=int, action="append", required=True,
+                        help="index of a program to run; repeat to run several one after another")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (a program spanning hosts)")
+    parser.add_argument("--coordinator_address", default=None,
+                        help="host:port of process 0 (default: auto-detected on TPU VMs / Slurm)")
+    parser.add_argument("--num_processes", type=int, default=None,
+                        help="number of processes of the program (default: auto-detected)")
+    parser.add_argument("--process_id", type=int, default=None,
+                        help="this process's index (default: auto-detected)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.distributed:
+        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    for index in args.program:
+        run_program(args.root, index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""`sourcematters sweep` (also `python -m launch`): plan a config's sweep and run its programs.
+
+    sourcematters sweep --config=configs/tag.py:weights=W [--config.KEY=VALUE ...] --root=DIR \
+        [--executor=local|slurm|submitit_local|tpu] [budget flags] [executor flags] [--dry_run]
+
+Steps: load the config (same syntax and lock as training), expand its sweep into members, pack
+them into programs (members per program from `--members_per_program`, or from the memory
+estimate of `launch.memory` against `--device_memory_gib` x `--devices_per_program`), write or
+check `DIR/sweep.json`, run the pending programs with the chosen executor, and, once every
+program has finished, write `DIR/results.csv` (all programs' rows). Running the same command again
+skips finished programs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import shlex
+import sys
+from typing import Sequence
+
+from launch import config_io
+from launch import memory as memory_lib
+from launch import plan as plan_lib
+
+EXECUTORS = ("local", "slurm", "submitit_local", "tpu")
+
+
+def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n", 1)[1],
+        epilog="Config overrides: any --config.KEY=VALUE (e.g. --config.batch_size=64, "
+               "--config.sweep.seed='(1,2,3)') is applied after loading, as in training; "
+               "an unknown KEY is an error.")
+    parser.add_argument("--config", required=True,
+                        help="config file, optionally with its argument: configs/tag.py:p_art=0+1")
+    parser.add_argument("--root", required=True,
+                        help="sweep root: holds sweep.json, program_NNN/ workdirs, results.csv")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: this machine; slurm: a submitit job array; submitit_local: the "
+                             "same through submitit's local executor; tpu: gcloud ssh to TPU VMs")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="print the plan (and TPU commands) without writing or running anything")
+    parser.add_argument("--show_members", action="store_true", help="print the member table too")
+
+    budget = parser.add_argument_group("programs: how many members each one trains")
+    budget.add_argument("--members_per_program", type=int, default=0,
+                        help="fixed program capacity; 0 = estimate it from the memory budget")
+    budget.add_argument("--device_memory_gib", type=float, default=0.0,
+                        help="memory of one target device in GiB (e.g. 80 for an H100, 16 for a TPU "
+                             "v5e chip); 0 = this machine's accelerator, or half its RAM on CPU")
+    budget.add_argument("--devices_per_program", type=int, default=0,
+                        help="devices one program shards its members over; 0 = "
+                             "config.execution.num_devices, or this machine's device count")
+    budget.add_argument("--reserve_fraction", type=float, default=0.1,
+                        help="share of device memory kept for the data pool and the runtime")
+
+    local = parser.add_argument_group("local executor")
+    local.add_argument("--processes", type=int, default=1,
+                       help="programs at once; 1 = one after another in this process, N > 1 = "
+                            "N subprocesses (logs in ROOT/logs/)")
+
+    slurm = parser.add_argument_group("slurm / submitit_local executors")
+    slurm.add_argument("--slurm_partition", default="", help="Slurm partition")
+    slurm.add_argument("--slurm_account", default="", help="Slurm account")
+    slurm.add_argument("--timeout_min", type=int, default=24 * 60,
+                       help="job time limit in minutes (preempted or timed-out jobs are requeued)")
+    slurm.add_argument("--nodes", type=int, default=1,
+                       help="nodes per program; > 1 runs one program across nodes (jax.distributed)")
+    slurm.add_argument("--tasks_per_node", type=int, default=1, help="processes per node")
+    slurm.add_argument("--gpus_per_node", type=int, default=0, help="GPUs per node")
+    slurm.add_argument("--cpus_per_task", type=int, default=0, help="CPUs per task (0 = Slurm default)")
+    slurm.add_argument("--mem_gb", type=int, default=0, help="host memory per node (0 = Slurm default)")
+    slurm.add_argument("--array_parallelism", type=int, default=0,
+                       help="at most this many programs at once (0 = no limit)")
+    slurm.add_argument("--no_wait", action="store_true",
+                       help="return after submitting instead of waiting for the jobs")
+
+    tpu = parser.add_argument_group("tpu executor")
+    tpu.add_argument("--tpu_name", action="append", default=[],
+                     help="a TPU VM to run programs on; repeat for several (programs go round-robin)")
+    tpu.add_argument("--tpu_zone", default="", help="zone of the TPU VMs")
+    tpu.add_argument("--tpu_project", default="", help="Google Cloud project (default: gcloud's)")
+    tpu.add_argument("--tpu_repo_dir", default="~/sourcematters-jax",
+                     help="checkout of this repository on every TPU VM worker")
+    tpu.add_argument("--tpu_python", default="python3", help="python on the TPU VM workers")
+
+    parser.add_argument("--distributed", action="store_true",
+                        help="jax.distributed.initialize() in every program (programs spanning "
+                             "hosts); implied by --executor=tpu and by --nodes/--tasks_per_node > 1")
+    return parser
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(arguments for the parser, --config.KEY=VALUE overrides)."""
+    args, overrides = [], []
+    for arg in argv:
+        (overrides if arg.startswith("--config.") else args).append(arg)
+    return args, overrides
+
+
+def capacity_for(args: argparse.Namespace, config) -> tuple[int, dict]:
+    """Members per program, and notes on how it was chosen (kept in the manifest)."""
+    if args.members_per_program > 0:
+        return args.members_per_program, {"members_per_program": "fixed by flag"}
+    import jax
+
+    devices = args.devices_per_program or config.execution.num_devices or jax.local_device_count()
+    estimate = memory_lib.estimate_member_memory(config)
+    capacity = memory_lib.members_per_program(
+        estimate, device_memory_gib=args.device_memory_gib, devices=devices,
+        strategy=config.execution.strategy, reserve_fraction=args.reserve_fraction)
+    return capacity, {"member_memory": estimate.describe(), "devices_per_program": devices,
+                      "device_memory_gib": args.device_memory_gib or "local",
+                      "members_per_program": capacity}
+
+
+def print_plan(plan: plan_lib.Plan, show_members: bool) -> None:
+    pending = {p.index for p in plan.pending()}
+    print(f"sweep {plan.root}: {len(plan.members)} members in {len(plan.programs)} programs "
+          f"(capacity {plan.capacity}; {len(pending)} to run)")
+    for note, value in plan.notes.items():
+        print(f"  {note}: {value}")
+    for p in plan.programs:
+        state = "pending" if p.index in pending else "finished"
+        print(f"  {p.name}  members {p.member_indices:>9}  ({p.size:3d}, {p.experiment})  {state}")
+    if show_members:
+        for row in plan_lib.member_table(plan.members):
+            print("   ", " ".join(f"{k}={v}" for k, v in row.items()))
+
+
+def slurm_parameters(args: argparse.Namespace) -> dict:
+    params = {"timeout_min": args.timeout_min, "nodes": args.nodes, "tasks_per_node": args.tasks_per_node}
+    for key in ("gpus_per_node", "cpus_per_task", "mem_gb"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
+    if args.executor == "slurm":
+        for key in ("partition", "account"):
+            if getattr(args, f"slurm_{key}"):
+                params[f"slurm_{key}"] = getattr(args, f"slurm_{key}")
+        if args.array_parallelism:
+            params["slurm_array_parallelism"] = args.array_parallelism
+    return params
+
+
+def run(args: argparse.Namespace, overrides: Sequence[str]) -> plan_lib.Plan:
+    """Plan the sweep and run its pending programs with `args.executor`; returns the plan."""
+    config = config_io.load_config(args.config, overrides)
+    root_has_manifest = (pathlib.Path(args.root) / plan_lib.MANIFEST).is_file()
+    capacity, notes = (0, {}) if root_has_manifest else capacity_for(args, config)
+    plan = plan_lib.make_plan(args.root, config, max(capacity, 1), config_spec=args.config,
+                              overrides=overrides, notes=notes)
+    print_plan(plan, args.show_members)
+    pending = plan.pending()
+    distributed = args.distributed or args.nodes > 1 or args.tasks_per_node > 1
+
+    if args.executor == "tpu":
+        from launch import tpu
+
+        commands = tpu.tpu_commands(plan, pending, tpus=args.tpu_name, zone=args.tpu_zone,
+                                    project=args.tpu_project, repo_dir=args.tpu_repo_dir,
+                                    python=args.tpu_python, distributed=True)
+        for command in commands:
+            print(shlex.join(command))
+        if not args.dry_run and pending:
+            plan_lib.write_manifest(plan)
+            tpu.run_commands(commands)
+    elif args.dry_run or not pending:
+        pass
+    elif args.executor == "local":
+        from launch import local
+
+        plan_lib.write_manifest(plan)
+        if args.processes > 1:
+            local.run_processes(plan, pending, args.processes)
+        else:
+            local.run_in_process(plan, pending)
+    else:
+        from launch import slurm
+
+        plan_lib.write_manifest(plan)
+        cluster = "slurm" if args.executor == "slurm" else "local"
+        jobs = slurm.submit(plan, pending, cluster=cluster, parameters=slurm_parameters(args),
+                            distributed=distributed)
+        print(f"submitted {len(jobs)} job(s): {', '.join(j.job_id for j in jobs)} "
+              f"(logs in {plan.root / 'submitit'})")
+        if not args.no_wait:
+            slurm.wait(jobs, on_done=lambda job: print(f"job {job.job_id} done", flush=True))
+
+    if not args.dry_run:
+        plan_lib.write_manifest(plan)
+        if not plan.pending():
+            print(f"all {len(plan.programs)} programs finished; results: {plan_lib.collect_results(plan)}")
+    return plan
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser_args, overrides = split_overrides(argv)
+    args = build_parser().parse_args(parser_args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run(args, overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
