@@ -195,3 +195,29 @@ def test_module_entry_point_with_out_and_results_path(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
     assert report.default_out(path) == tmp_path / "w" / "report"
     assert isinstance(report.build_parser().parse_args(["--workdir", "x"]).compare, list)
+
+
+def test_all_failed_table_and_unknown_confounder(tmp_path):
+    df = make_results(sources=("imagenet",), p_arts=(0.5,), folds=(1, 2), failed=[
+        ("tag", "imagenet", 0.5, f, 812) for f in (1, 2)])
+    (tmp_path / "a").mkdir()
+    df.to_csv(tmp_path / "a" / "results.csv", index=False)
+    rep = report.build_report([tmp_path / "a"], n_boot=50)
+    assert (rep.summary.auc_keras_n == 0).all() and rep.summary.auc_keras_mean.isna().all()
+    assert (rep.summary.n_failed == 2).all() and "– (2 failed)" in rep.summary_md
+    other = make_results(sources=("imagenet", "radimagenet"), p_arts=(0.0, 1.0)).assign(experiment="mytask")
+    (tmp_path / "b").mkdir()
+    other.to_csv(tmp_path / "b" / "results.csv", index=False)
+    rep2 = report.build_report([tmp_path / "b"], n_boot=50)
+    assert set(rep2.figures) == {"figure_other_auc", "figure_other_auc_keras"}
+    assert rep2.comparison.paper_mean.isna().all()
+    for r in (rep, rep2):
+        for fig in r.figures.values():
+            plt.close(fig)
+
+
+@pytest.mark.parametrize("argv", [["--compare", "imagenet", "imagenet"], ["--n-boot", "0"]])
+def test_bad_options_exit_with_usage_error(tmp_path, argv):
+    with pytest.raises(SystemExit) as exc:
+        report.main(["--workdir", str(tmp_path), *argv])
+    assert exc.value.code == 2

@@ -41,6 +41,13 @@ class Report:
     figures: dict  # file stem -> matplotlib Figure
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The report's command-line interface (also used by `sourcematters report`)."""
     p = argparse.ArgumentParser(
@@ -53,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (default: FIRST_WORKDIR/report)")
     p.add_argument("--compare", nargs=2, default=list(DEFAULT_COMPARE), metavar=("A", "B"),
                    help="the two sources to test against each other (default: imagenet radimagenet)")
-    p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+    p.add_argument("--n-boot", type=_positive_int, default=DEFAULT_N_BOOT,
                    help=f"bootstrap resamples for the 95%% CI (default {DEFAULT_N_BOOT})")
-    p.add_argument("--n-permutations", type=int, default=DEFAULT_N_PERMUTATIONS,
+    p.add_argument("--n-permutations", type=_positive_int, default=DEFAULT_N_PERMUTATIONS,
                    help="exact permutation test when the distinct splits number at most this, else this "
                         f"many Monte Carlo splits (default {DEFAULT_N_PERMUTATIONS})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and Monte Carlo draws")
@@ -78,7 +85,7 @@ def build_report(
 ) -> Report:
     """Read the tables and compute every output (nothing is written)."""
     if n_boot < 1 or n_permutations < 1:
-        raise ValueError("--n-boot and --n-permutations must be positive")
+        raise ValueError(f"n_boot and n_permutations must be positive, got {n_boot}, {n_permutations}")
     table = load_results(workdirs)
     summary = summarize(table, n_boot=n_boot, seed=seed)
     tests = paper.with_paper_tests(
@@ -128,12 +135,15 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the report; returns 0 on success, 2 on bad input (message on stderr)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.compare[0] == args.compare[1]:
+        parser.error(f"--compare needs two different sources, got {args.compare[0]!r} twice")
     out = Path(args.out) if args.out else default_out(args.workdir[0])
     try:
         report = build_report(args.workdir, compare=tuple(args.compare), n_boot=args.n_boot,
                               n_permutations=args.n_permutations, seed=args.seed)
-    except (ReportInputError, ValueError) as e:
+    except ReportInputError as e:
         print(f"sourcematters report: error: {e}", file=sys.stderr)
         return 2
     written = write_report(report, out)

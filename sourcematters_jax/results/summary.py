@@ -53,11 +53,9 @@ def summarize(table: ResultsTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 
                 f"{metric}_ci_low": lo,
                 f"{metric}_ci_high": hi,
             }
-        sdf = pd.DataFrame.from_dict(stats, orient="index")
-        if sdf.empty:
-            sdf = pd.DataFrame(columns=[f"{metric}_{s}" for s in ("mean", "sd", "n", "ci_low", "ci_high")])
-        else:
-            sdf.index = pd.MultiIndex.from_tuples(sdf.index, names=CELL)
+        columns = [f"{metric}_{s}" for s in ("mean", "sd", "n", "ci_low", "ci_high")]
+        index = pd.MultiIndex.from_tuples(list(stats), names=CELL) if stats else out.index[:0]
+        sdf = pd.DataFrame([stats[k] for k in stats], index=index, columns=columns, dtype=float)
         out = out.join(sdf)
         out[f"{metric}_n"] = out[f"{metric}_n"].fillna(0).astype(int)
     out = out.reset_index().rename(columns={"experiment": "confounder"})
