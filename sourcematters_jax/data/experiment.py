@@ -1,0 +1,180 @@
+"""`load_experiment`: build (if needed) and read a TFDS dataset into an ImagePool + member splits.
+
+This is the data side of the trainer contract (types.py). The pool holds every image of the
+experiment once, sorted by file name, with the two variants the experiment needs (one for sex);
+`member_data(p_art, fold, seed)` returns index splits and per-index confounder masks, computed by
+selection.py so that they are seeded, nested across p_art and independent of other members.
+Folds are numbered 1..5, as in the study's file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from sourcematters_jax.data import selection, splits as splits_lib
+from sourcematters_jax.data.types import ImagePool, MemberData, SplitIndex
+
+# Importing the builder modules registers them with TFDS.
+from sourcematters_jax.data.chest14 import Chest14Sex, Chest14SourceMatters
+from sourcematters_jax.data.synthetic_builder import SyntheticCxr
+
+BUILDERS = {"chest14_source_matters": Chest14SourceMatters, "chest14_sex": Chest14Sex,
+            "synthetic_cxr": SyntheticCxr}
+# experiment -> (datasets it runs on, (variant 0, variant 1) stored by those builders)
+EXPERIMENTS = {
+    "tag": (("chest14_source_matters", "synthetic_cxr"), ("clean", "tag")),
+    "denoising": (("chest14_source_matters", "synthetic_cxr"), ("clean", "lowpass")),
+    "xray_noise": (("chest14_source_matters", "synthetic_cxr"), ("noise_base", "noise_confounded")),
+    "sex": (("chest14_sex", "synthetic_cxr"), ("clean",)),
+    "ct_noise": (("lidc_nodules",), ("ct_noise_base", "ct_noise_confounded")),
+    "ct_xray_noise": (("lidc_nodules",), ("xray_noise_base", "xray_noise_confounded")),
+}
+
+
+def make_builder(experiment: str, *, dataset: str, data_dir: str | os.PathLike | None, image_size: int,
+                 **options: Any) -> tfds.core.DatasetBuilder:
+    """The TFDS builder (array_record) for `dataset` at `image_size`, checked against `experiment`."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {sorted(EXPERIMENTS)}")
+    datasets, _ = EXPERIMENTS[experiment]
+    if dataset not in datasets:
+        raise ValueError(f"experiment {experiment!r} runs on {datasets}, not {dataset!r}")
+    cls = BUILDERS[dataset]
+    if dataset == "synthetic_cxr":
+        options.setdefault("kind", "sex" if experiment == "sex" else "source_matters")
+    config = cls.config(image_size, **options)
+    if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
+        config = config.name  # TFDS refuses an equal-named config object; names encode options
+    return cls(config=config, data_dir=os.fspath(data_dir) if data_dir else None, file_format="array_record")
+
+
+def read_split(source) -> dict[str, np.ndarray | list]:
+    """Every example of an ArrayRecordDataSource, as column lists."""
+    rows = [source[i] for i in range(len(source))]
+    return {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldExperiment:
+    """An experiment with a fixed test set and per-fold train/val membership (all but sex).
+
+    membership: int8 [N, n_folds], 1 = train, 2 = val of fold k (k = 1..n_folds); is_test: bool [N].
+    """
+
+    experiment: str
+    pool: ImagePool
+    membership: np.ndarray
+    is_test: np.ndarray
+
+    def _fold(self, fold: int) -> int:
+        if not 1 <= int(fold) <= self.membership.shape[1]:
+            raise ValueError(f"fold must be in 1..{self.membership.shape[1]}, got {fold}")
+        return int(fold) - 1
+
+    def member_data(self, p_art: float, fold: int, seed: int) -> MemberData:
+        k, labels = self._fold(fold), self.pool.labels
+        test = np.flatnonzero(self.is_test)
+        return MemberData(
+            train=selection.confound_positives(np.flatnonzero(self.membership[:, k] == 1), labels, p_art,
+                                               seed, fold, "train"),
+            val=selection.confound_positives(np.flatnonzero(self.membership[:, k] == 2), labels, p_art,
+                                             seed, fold, "val"),
+            test_iid=selection.confound_positives(test, labels, p_art, seed, "test_iid"),
+            test_ood=selection.ood(test, labels),
+            test_clean=selection.clean(test),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SexExperiment:
+    """The sex experiment: sampled, not drawn, so V == 1 and nothing is marked confounded.
+
+    membership: int8 [N, len(SEX_P_GRID), n_folds]; is_test: the o.o.d. test (gender/test.csv);
+    is_heldout: the reserve from which each member's i.i.d. and clean tests are drawn; sex: 'M'/'F'.
+    """
+
+    experiment: str
+    pool: ImagePool
+    membership: np.ndarray
+    is_test: np.ndarray
+    is_heldout: np.ndarray
+    sex: np.ndarray
+
+    def _groups(self, seed: int, split: str) -> dict[tuple[int, str], np.ndarray]:
+        """Held-out images per (label, sex), each in one seeded order (nested selections)."""
+        out = {}
+        for label in (0, 1):
+            for sex in ("F", "M"):
+                idx = np.flatnonzero(self.is_heldout & (self.pool.labels == label) & (self.sex == sex))
+                out[label, sex] = idx[selection.rng_for("sex", seed, split, label, sex).permutation(len(idx))]
+        return out
+
+    def member_data(self, p_art: float, fold: int, seed: int) -> MemberData:
+        splits_lib.sex_folder(p_art)  # raises for a p_art the study did not sample
+        pi = next(i for i, q in enumerate(splits_lib.SEX_P_GRID) if math.isclose(q, p_art, abs_tol=1e-9))
+        if not 1 <= int(fold) <= self.membership.shape[2]:
+            raise ValueError(f"fold must be in 1..{self.membership.shape[2]}, got {fold}")
+        member = self.membership[:, pi, int(fold) - 1]
+        iid = self._groups(seed, "test_iid")
+        n = min(len(iid[1, "F"]), len(iid[1, "M"]), len(iid[0, "M"]))
+        n_f = selection.n_confounded(p_art, n)
+        test_iid = np.concatenate([iid[1, "F"][:n_f], iid[1, "M"][:n - n_f], iid[0, "M"][:n]])
+        bal = self._groups(seed, "test_clean")
+        half = min(len(v) for v in bal.values()) // 2
+        test_clean = np.concatenate([v[:half] for v in bal.values()])
+        return MemberData(
+            train=selection.clean(np.flatnonzero(member == 1)),
+            val=selection.clean(np.flatnonzero(member == 2)),
+            test_iid=selection.clean(test_iid),
+            test_ood=selection.clean(np.flatnonzero(self.is_test)),
+            test_clean=selection.clean(test_clean),
+        )
+
+
+def _decode(names) -> tuple[str, ...]:
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def load_experiment(experiment: str, *, dataset: str, data_dir: str | os.PathLike | None,
+                    manual_dir: str | os.PathLike | None = None, image_size: int, **options: Any):
+    """Builds `dataset` into data_dir if needed and returns the experiment's ExperimentData.
+
+    Args:
+      experiment: tag, denoising, xray_noise, sex, ct_noise or ct_xray_noise.
+      dataset: chest14_source_matters, chest14_sex, lidc_nodules or synthetic_cxr.
+      data_dir: TFDS data directory ('' or None: TFDS's default).
+      manual_dir: the raw download for builders that need one ('' or None: TFDS's default,
+        <data_dir>/downloads/manual). synthetic_cxr needs none.
+      image_size: model input side in pixels.
+      **options: builder options (see each builder's DEFAULTS), e.g. splits_dir, tag_scale, seed.
+    """
+    builder = make_builder(experiment, dataset=dataset, data_dir=data_dir, image_size=image_size, **options)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    sources = builder.as_data_source()
+    columns = {split: read_split(src) for split, src in sorted(sources.items()) if len(src)}
+    split_of = [s for s, c in columns.items() for _ in c["name"]]
+    merged = {k: [v for c in columns.values() for v in c[k]] for k in next(iter(columns.values()))}
+    names = _decode(merged["name"])
+    order = np.argsort(np.asarray(names))
+    names = tuple(names[i] for i in order)
+    split_of = np.asarray(split_of)[order]
+    _, variants = EXPERIMENTS[experiment]
+    if "images" in merged:
+        images = np.stack([np.stack([merged["images"][i][v] for v in variants]) for i in order])
+    else:
+        images = np.stack([merged["image"][i] for i in order])[:, None]
+    pool = ImagePool(images=images.astype(np.uint8), variants=variants,
+                     labels=np.asarray(merged["label"], np.int32)[order],
+                     patient_ids=np.asarray(merged["patient_id"], np.int64)[order], names=names)
+    if experiment == "sex":
+        return SexExperiment(experiment, pool, np.stack([merged["membership"][i] for i in order]),
+                             is_test=split_of == "test", is_heldout=split_of == "heldout",
+                             sex=np.asarray(["M", "F"])[np.asarray(merged["sex"])[order]])
+    return FoldExperiment(experiment, pool, np.stack([merged["folds"][i] for i in order]),
+                          is_test=split_of == "test")
