@@ -221,3 +221,30 @@ def test_bad_options_exit_with_usage_error(tmp_path, argv):
     with pytest.raises(SystemExit) as exc:
         report.main(["--workdir", str(tmp_path), *argv])
     assert exc.value.code == 2
+
+
+def test_demo_shaped_table_uses_runs_and_shows_the_shortcut(tmp_path):
+    # As configs/demo.py: tag, random init, one fold, three seeds, p_art 0 / 0.5 / 1.
+    df = make_results(sources=("random",), p_arts=(0.0, 0.5, 1.0), folds=(1,), seeds=(812, 813, 814),
+                      test_sets=("iid", "ood"))
+    ood = df.test_set == "ood"
+    df.loc[ood, "auc"] = df.loc[ood, "p_art"].map({0.0: 0.85, 0.5: 0.30, 1.0: 0.05}) + df.loc[ood, "seed"].map(
+        {812: 0.0, 813: 0.02, 814: -0.02})
+    df.loc[ood, "auc_keras"] = df.loc[ood, "auc"]
+    (tmp_path / "demo").mkdir()
+    df.to_csv(tmp_path / "demo" / "results.csv", index=False)
+    rep = report.build_report([tmp_path / "demo"], n_boot=500)
+    assert (rep.summary.unit == "run").all() and (rep.summary.auc_n == 3).all()
+    assert rep.summary.auc_ci_low.notna().all() and "Statistical unit: the run" in rep.page
+    fig = rep.figures["figure_main_auc"]
+    ood_ax, iid_ax = fig.axes
+    (line,) = ood_ax.lines
+    np.testing.assert_allclose(line.get_xdata(), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(line.get_ydata(), [0.85, 0.30, 0.05], atol=1e-12)
+    assert len(ood_ax.collections) == 1  # the CI band
+    assert len(iid_ax.lines) == 1 and min(iid_ax.lines[0].get_ydata()) > 0.6
+    fixed = report.build_report([tmp_path / "demo"], n_boot=50, unit="fold")
+    assert (fixed.summary.auc_n == 1).all() and fixed.summary.auc_ci_low.isna().all()
+    for r in (rep, fixed):
+        for f in r.figures.values():
+            plt.close(f)

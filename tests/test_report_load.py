@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from test_report_synthetic import FOLD_OFFSETS, SEED_OFFSETS, cell_mean, make_results, write_results
 
-from sourcematters_jax.results.load import ReportInputError, find_tables, fold_values, load_results
+from sourcematters_jax.results.load import ReportInputError, find_tables, load_results, resolve_unit, unit_values
 
 
 def test_workdir_file_and_sweep_root_are_found(tmp_path):
@@ -78,14 +78,19 @@ def test_failed_runs_are_kept_apart(tmp_path):
     table = load_results([tmp_path])
     assert len(table.failed) == 3 and set(table.failed["status"]) == {"nonfinite_loss"}
     assert (table.ok["status"] == "ok").all() and len(table.ok) + len(table.failed) == len(table.rows)
-    folds = fold_values(table.ok, "auc")
+    folds = unit_values(table.ok, "auc")
     cell = folds[(folds.source == "radimagenet") & (folds.p_art == 0.2) & (folds.test_set == "ood")]
     assert sorted(cell["fold"]) == [1, 2, 4, 5]
 
 
-def test_fold_values_average_seeds_first(tmp_path):
+def test_unit_values_average_seeds_within_folds_or_keep_runs(tmp_path):
     write_results(tmp_path, seeds=(812, 813, 814), sources=("imagenet",), p_arts=(0.5,))
-    folds = fold_values(load_results([tmp_path]).ok, "auc_keras")
+    ok = load_results([tmp_path]).ok
+    assert resolve_unit(ok) == "fold" and resolve_unit(ok[ok.fold == 1]) == "run"
+    assert resolve_unit(ok[ok.fold == 1], "fold") == "fold"
+    runs = unit_values(ok, "auc_keras", "run")
+    assert len(runs[runs.test_set == "ood"]) == 15 and (runs.n_seeds == 1).all()
+    folds = unit_values(ok, "auc_keras")
     ood = folds[folds["test_set"] == "ood"].set_index("fold")
     assert (ood["n_seeds"] == 3).all() and len(ood) == 5
     for fold, offset in FOLD_OFFSETS.items():

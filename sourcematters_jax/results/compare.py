@@ -1,7 +1,8 @@
 """Source A vs source B permutation t-tests per confounder, test set and p_art (the study's tests).
 
-Unit: the fold (seeds averaged within a fold first), so with one seed per fold this is exactly the
-study's `ttest_ind(imagenet_folds, radimagenet_folds, permutations=10000)`. Folds are treated as
+Unit: the fold (seeds averaged within a fold first; or each run with unit='run', see
+load.resolve_unit), so with one seed per fold this is exactly the study's
+`ttest_ind(imagenet_folds, radimagenet_folds, permutations=10000)`. Folds are treated as
 independent samples, as the study did (ttest_ind, not a paired test), although both sources are
 fine-tuned on the same folds.
 """
@@ -13,13 +14,13 @@ import math
 import pandas as pd
 
 from sourcematters_jax.results import naming
-from sourcematters_jax.results.load import METRICS, ResultsTable, fold_values
+from sourcematters_jax.results.load import METRICS, ResultsTable, resolve_unit, unit_values
 from sourcematters_jax.results.stats import DEFAULT_N_PERMUTATIONS, cell_rng, permutation_ttest
 
 DEFAULT_COMPARE = ("imagenet", "radimagenet")
 TEST_COLUMNS = [
     "confounder", "test_set", "p_art", "metric", "source_a", "source_b", "n_a", "n_b",
-    "mean_a", "mean_b", "t", "p_value", "method", "n_splits", "n_resamples", "note",
+    "mean_a", "mean_b", "t", "p_value", "method", "n_splits", "n_resamples", "unit", "note",
 ]
 
 
@@ -30,6 +31,7 @@ def source_tests(
     *,
     n_permutations: int = DEFAULT_N_PERMUTATIONS,
     seed: int = 0,
+    unit: str = "fold",
 ) -> pd.DataFrame:
     """One row per metric and (confounder, test set, p_art) where either source has a run.
 
@@ -38,9 +40,10 @@ def source_tests(
     """
     if source_a == source_b:
         raise ValueError(f"--compare needs two different sources, got {source_a!r} twice")
+    unit = resolve_unit(table.ok, unit)
     rows = []
     for metric in METRICS:
-        folds = fold_values(table.ok, metric)
+        folds = unit_values(table.ok, metric, unit)
         folds = folds[folds["source"].isin([source_a, source_b])]
         wanted = table.rows[table.rows["source"].isin([source_a, source_b])]
         keys = wanted[["experiment", "test_set", "p_art"]].drop_duplicates()
@@ -54,11 +57,12 @@ def source_tests(
                 "confounder": conf, "test_set": test_set, "p_art": p_art, "metric": metric,
                 "source_a": source_a, "source_b": source_b, "n_a": a.size, "n_b": b.size,
                 "mean_a": a.mean() if a.size else math.nan, "mean_b": b.mean() if b.size else math.nan,
-                "t": math.nan, "p_value": math.nan, "method": "", "n_splits": 0, "n_resamples": 0, "note": "",
+                "t": math.nan, "p_value": math.nan, "method": "", "n_splits": 0, "n_resamples": 0, "unit": unit,
+                "note": "",
             }
             short = [s for s, v in ((source_a, a), (source_b, b)) if v.size < 2]
             if short:
-                row["note"] = "needs >= 2 folds per source; too few for " + ", ".join(short)
+                row["note"] = f"needs >= 2 {unit}s per source; too few for " + ", ".join(short)
             else:
                 rng = cell_rng(seed, "permutation", metric, conf, test_set, naming.fmt_p(p_art))
                 res = permutation_ttest(a, b, n_resamples=n_permutations, rng=rng)

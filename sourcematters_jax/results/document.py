@@ -8,6 +8,13 @@ from sourcematters_jax.results import markdown, naming
 from sourcematters_jax.results.load import ResultsTable
 
 
+UNIT_TEXT = {
+    "fold": "Statistical unit: the fold (seeds of a fold are averaged first); n counts folds.",
+    "run": "Statistical unit: the run (fold x seed), because the table holds a single fold or --unit run "
+           "was given; n counts runs, and a CI then reflects seed-to-seed variation only.",
+}
+
+
 def _tests_section(tests: pd.DataFrame, metric: str) -> str:
     sub = tests[tests["metric"] == metric]
     if sub.empty:
@@ -20,7 +27,7 @@ def _tests_section(tests: pd.DataFrame, metric: str) -> str:
             r.method or markdown.MISSING, r.paper_t, r.paper_p, r.note,
         ])
     a, b = sub["source_a"].iloc[0], sub["source_b"].iloc[0]
-    header = ["confounder", "test set", "p_art", "folds", f"mean {a}", f"mean {b}", "t", "p",
+    header = ["confounder", "test set", "p_art", f"{sub['unit'].iloc[0]}s", f"mean {a}", f"mean {b}", "t", "p",
               "method", "paper t", "paper p", "note"]
     return markdown.table(header, rows, digits=4)
 
@@ -48,6 +55,7 @@ def render(
     n_boot: int,
     n_permutations: int,
     seed: int,
+    unit: str,
 ) -> str:
     """The whole report page as Markdown."""
     ok = table.ok
@@ -60,8 +68,8 @@ def render(
 Inputs ({len(table.files)} table(s)): {", ".join(f"`{f}`" for f in table.files)}
 
 {len(table.rows)} rows; {len(ok)} with status 'ok' from {ok.groupby(["experiment", "source", "p_art", "fold", "seed"]).ngroups} members.
-Statistical unit: the fold (seeds of a fold are averaged first); n counts folds.
-Bootstrap: percentile, {n_boot} resamples of the folds, seed {seed} (per cell). Tests: Student's
+{UNIT_TEXT[unit]}
+Bootstrap: percentile, {n_boot} resamples of the {unit}s, seed {seed} (per cell). Tests: Student's
 t ({a} minus {b}), two-sided permutation p-value, exact when the distinct splits number at most
 {n_permutations}, else Monte Carlo with {n_permutations} random splits. See docs/report.md.
 
@@ -83,7 +91,7 @@ Paper t and p are the authors' printed values (ImageNet vs RadImageNet, o.o.d.).
 ## {a} vs {b}: permutation t-tests, binary ROC-AUC
 
 {_tests_section(tests, "auc")}
-## Comparison with the study (Keras-compatible AUC, mean over folds; difference = yours - paper)
+## Comparison with the study (Keras-compatible AUC, mean over {unit}s; difference = yours - paper)
 
 {markdown.frame(comp)}
 ## Summary

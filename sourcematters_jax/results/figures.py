@@ -1,4 +1,4 @@
-"""The study's figures: AUC vs p_art, mean over folds with a bootstrap 95% CI band, one line per source.
+"""The study's figures: AUC vs p_art, mean over folds (or runs) with a bootstrap 95% CI band, a line per source.
 
 Layouts (only the confounders present get a column):
   main:  Tag / Denoising / Sex, an o.o.d. row over an i.i.d. row (the paper's first figure);
@@ -96,7 +96,8 @@ def auc_figure(summary: pd.DataFrame, metric: str, confounders: list[str], test_
     order = naming.order_sources(drawn)
     fig.legend([drawn[s] for s in order], [naming.source_label(s) for s in order],
                loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=max(1, len(order)), frameon=False)
-    fig.suptitle(f"{METRIC_LABELS[metric]}: mean over folds, bootstrap 95% CI")
+    unit = summary["unit"].iloc[0] if "unit" in summary and len(summary) else "fold"
+    fig.suptitle(f"{METRIC_LABELS[metric]}: mean over {unit}s, bootstrap 95% CI")
     _finish(fig)
     return fig
 

@@ -5,8 +5,10 @@ fields `experiment, source, p_art, fold, seed`, plus `test_set, auc, auc_keras`;
 optional ('ok' assumed). Rows whose status is not 'ok' are kept apart: they never enter a
 statistic, but the report counts and lists them.
 
-Statistical unit: the fold. Seeds of one fold are averaged first (`fold_values`), so every n in the
-report is a number of folds, as in the study (one seed per fold).
+Statistical unit (`unit_values`): the fold by default. Seeds of one fold are averaged first, so
+every n in the report is a number of folds, as in the study (one seed per fold). A table that holds
+a single fold (e.g. the demo: one fold, three seeds) has no between-fold spread at all; there
+`unit='auto'` takes each run (fold x seed) as the unit instead, and the report says so.
 """
 
 from __future__ import annotations
@@ -138,17 +140,31 @@ def load_results(paths: Sequence[str | Path]) -> ResultsTable:
     return ResultsTable(rows=df.reset_index(drop=True), files=tuple(files))
 
 
-def fold_values(ok_rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per cell and fold: the metric averaged over the fold's seeds (non-finite values dropped).
+UNITS = ("auto", "fold", "run")
 
-    Columns: experiment, test_set, source, p_art, fold, value, n_seeds.
+
+def resolve_unit(ok_rows: pd.DataFrame, unit: str = "auto") -> str:
+    """'fold' or 'run'. 'auto' is 'fold' unless the usable rows hold a single fold, then 'run'."""
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; expected one of {UNITS}")
+    if unit != "auto":
+        return unit
+    return "fold" if ok_rows["fold"].nunique() > 1 else "run"
+
+
+def unit_values(ok_rows: pd.DataFrame, metric: str, unit: str = "fold") -> pd.DataFrame:
+    """Per cell and unit: the metric of one fold (mean over its seeds) or of one run.
+
+    Non-finite metric values are dropped first. Columns: experiment, test_set, source, p_art,
+    fold, seed (only for unit 'run'), value, n_seeds (runs averaged into the value).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    if unit not in ("fold", "run"):
+        raise ValueError(f"unit must be 'fold' or 'run' here, got {unit!r}")
     finite = ok_rows[np.isfinite(ok_rows[metric].to_numpy(dtype=float))]
-    g = finite.groupby(CELL + ["fold"], sort=True)[metric]
-    out = g.agg(value="mean", n_seeds="size").reset_index()
-    return out
+    by = CELL + (["fold"] if unit == "fold" else ["fold", "seed"])
+    return finite.groupby(by, sort=True)[metric].agg(value="mean", n_seeds="size").reset_index()
 
 
 def cells(frame: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:

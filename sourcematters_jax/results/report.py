@@ -24,7 +24,7 @@ import pandas as pd
 
 from sourcematters_jax.results import document, figures, paper
 from sourcematters_jax.results.compare import DEFAULT_COMPARE, source_tests
-from sourcematters_jax.results.load import METRICS, ReportInputError, load_results
+from sourcematters_jax.results.load import METRICS, UNITS, ReportInputError, load_results, resolve_unit
 from sourcematters_jax.results.stats import DEFAULT_N_BOOT, DEFAULT_N_PERMUTATIONS
 from sourcematters_jax.results.summary import summarize, summary_markdown
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-permutations", type=_positive_int, default=DEFAULT_N_PERMUTATIONS,
                    help="exact permutation test when the distinct splits number at most this, else this "
                         f"many Monte Carlo splits (default {DEFAULT_N_PERMUTATIONS})")
+    p.add_argument("--unit", choices=UNITS, default="auto",
+                   help="statistical unit: 'fold' (seeds averaged within a fold), 'run' (every fold x "
+                        "seed), or 'auto' (default): fold, unless the table holds a single fold")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and Monte Carlo draws")
     return p
 
@@ -82,14 +85,16 @@ def build_report(
     n_boot: int = DEFAULT_N_BOOT,
     n_permutations: int = DEFAULT_N_PERMUTATIONS,
     seed: int = 0,
+    unit: str = "auto",
 ) -> Report:
     """Read the tables and compute every output (nothing is written)."""
     if n_boot < 1 or n_permutations < 1:
         raise ValueError(f"n_boot and n_permutations must be positive, got {n_boot}, {n_permutations}")
     table = load_results(workdirs)
-    summary = summarize(table, n_boot=n_boot, seed=seed)
+    unit = resolve_unit(table.ok, unit)
+    summary = summarize(table, n_boot=n_boot, seed=seed, unit=unit)
     tests = paper.with_paper_tests(
-        source_tests(table, compare[0], compare[1], n_permutations=n_permutations, seed=seed)
+        source_tests(table, compare[0], compare[1], n_permutations=n_permutations, seed=seed, unit=unit)
     )
     comparison = paper.paper_comparison(summary)
     figs = {}
@@ -102,7 +107,7 @@ def build_report(
     page = document.render(
         table=table, summary_md=summary_md, tests=tests, comparison=comparison,
         figure_files=[f"{stem}.{ext}" for stem in figs for ext in ("png", "pdf")],
-        compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed,
+        compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed, unit=unit,
     )
     return Report(summary, summary_md, tests, comparison, page, figs)
 
@@ -142,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else default_out(args.workdir[0])
     try:
         report = build_report(args.workdir, compare=tuple(args.compare), n_boot=args.n_boot,
-                              n_permutations=args.n_permutations, seed=args.seed)
+                              n_permutations=args.n_permutations, seed=args.seed, unit=args.unit)
     except ReportInputError as e:
         print(f"sourcematters report: error: {e}", file=sys.stderr)
         return 2

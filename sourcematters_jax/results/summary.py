@@ -1,9 +1,9 @@
 """Summary table: mean, SD, n and bootstrap 95% CI per confounder x test set x source x p_art.
 
-The unit is the fold (seeds averaged within a fold first, see load.fold_values): `<metric>_n` is a
-number of folds, `<metric>_sd` the sample SD (ddof=1) across folds, `<metric>_ci_low/high` the
-percentile bootstrap 95% CI of the mean across folds (nan with fewer than two folds). A cell that
-only has failed runs is listed with n = 0 and empty statistics, never with zeros.
+The unit is the fold (seeds averaged within a fold first, see load.unit_values), or the run when
+`unit='run'`: `<metric>_n` is a number of units, `<metric>_sd` the sample SD (ddof=1) across
+them, `<metric>_ci_low/high` the percentile bootstrap 95% CI of the mean (nan with fewer than two
+units); the `unit` column says which. A cell that only has failed runs is listed with n = 0 and empty statistics, never with zeros.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sourcematters_jax.results import markdown, naming
-from sourcematters_jax.results.load import CELL, METRICS, ResultsTable, fold_values
+from sourcematters_jax.results.load import CELL, METRICS, ResultsTable, resolve_unit, unit_values
 from sourcematters_jax.results.stats import DEFAULT_N_BOOT, bootstrap_ci, cell_rng
 
 METRIC_LABELS = {"auc": "binary ROC-AUC", "auc_keras": "Keras-compatible AUC"}
@@ -31,8 +31,11 @@ def _sort(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[keys.sort_values(["c", "t", "s", "p"]).index].reset_index(drop=True)
 
 
-def summarize(table: ResultsTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> pd.DataFrame:
+def summarize(
+    table: ResultsTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, unit: str = "fold"
+) -> pd.DataFrame:
     """One row per cell present in the table (ok or failed runs). See the module docstring."""
+    unit = resolve_unit(table.ok, unit)
     rows = table.rows
     all_cells = rows[CELL].drop_duplicates()
     ok = table.ok
@@ -40,7 +43,7 @@ def summarize(table: ResultsTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 
     n_failed = table.failed.groupby(CELL).size().rename("n_failed")
     out = all_cells.set_index(CELL).join(n_runs).join(n_failed).fillna(0).astype(int)
     for metric in METRICS:
-        folds = fold_values(ok, metric)
+        folds = unit_values(ok, metric, unit)
         stats = {}
         for key, g in folds.groupby(CELL, sort=True):
             v = g["value"].to_numpy(dtype=float)
@@ -59,6 +62,7 @@ def summarize(table: ResultsTable, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 
         out = out.join(sdf)
         out[f"{metric}_n"] = out[f"{metric}_n"].fillna(0).astype(int)
     out = out.reset_index().rename(columns={"experiment": "confounder"})
+    out["unit"] = unit
     return _sort(out)
 
 
@@ -80,8 +84,9 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     partial sweep shows as '–'.
     """
     parts = []
+    unit = summary["unit"].iloc[0] if len(summary) else "fold"
     for metric in METRICS:
-        parts.append(f"### {METRIC_LABELS[metric]} (`{metric}`): mean ± SD over folds (n folds)\n")
+        parts.append(f"### {METRIC_LABELS[metric]} (`{metric}`): mean ± SD over {unit}s (n {unit}s)\n")
         for conf in naming.order_confounders(summary["confounder"]):
             sub = summary[summary["confounder"] == conf]
             grid = naming.p_art_grid(sub["p_art"])
