@@ -97,7 +97,8 @@ def auc_figure(summary: pd.DataFrame, metric: str, confounders: list[str], test_
     fig.legend([drawn[s] for s in order], [naming.source_label(s) for s in order],
                loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=max(1, len(order)), frameon=False)
     unit = summary["unit"].iloc[0] if "unit" in summary and len(summary) else "fold"
-    fig.suptitle(f"{METRIC_LABELS[metric]}: mean over {unit}s, bootstrap 95% CI")
+    sep = "\n" if len(confounders) == 1 else ": "  # a one-column figure is narrow
+    fig.suptitle(f"{METRIC_LABELS[metric]}{sep}mean over {unit}s, bootstrap 95% CI")
     _finish(fig)
     return fig
 
