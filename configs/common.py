@@ -105,3 +105,14 @@ def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[m
         config.sources.imagenet = f"{root}/imagenet"
         config.sources.radimagenet = f"{root}/radimagenet"
     return config, a
+
+
+def set_data_options(config: ml_collections.ConfigDict, **options: Any) -> None:
+    """Add dataset builder options to `config.data_options` (then locked like the rest).
+
+    They become ordinary overridable fields (`--config.data_options.KEY=VALUE`); the builder
+    rejects names it does not know.
+    """
+    with config.data_options.unlocked():
+        for key, value in options.items():
+            config.data_options[key] = value

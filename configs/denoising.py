@@ -3,7 +3,7 @@ r"""Denoising confounder: an FFT low-pass (disk of diameter 500 px at 1024 px) o
 The study's grid: p_art 0/.1/.2/.5/.8/1 x ImageNet/RadImageNet/random x 5 folds = 90 members.
 
   sourcematters sweep --config=configs/denoising.py:weights=WEIGHTS \
-    --config.manual_dir=CHEST14 --root=sweeps/denoising --device_memory_gib=80
+    --config.manual_dir=NIH --root=sweeps/denoising --device_memory_gib=80
 
 Arguments (after ':'; see configs/common.py): p_art, source, fold, seed ('+'-separated), weights.
 Expected (paper, mean o.o.d. AUC): ImageNet .86 -> .58 (p_art=.5) -> .17 (p_art=1); RadImageNet

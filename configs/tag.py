@@ -2,15 +2,16 @@ r"""Tag confounder: a white "R" on a fraction p_art of the positive training X-r
 
 The study's grid: p_art 0/.1/.2/.5/.8/1 x ImageNet/RadImageNet/random x 5 folds x seed 812
 = 90 members. Run it (from the repository root; weights converted once with `sourcematters convert`
-into WEIGHTS/imagenet and WEIGHTS/radimagenet; chest14 PNGs in CHEST14):
+into WEIGHTS/imagenet and WEIGHTS/radimagenet; NIH ChestX-ray14 extracted into NIH,
+see docs/datasets.md):
 
   sourcematters sweep --config=configs/tag.py:weights=WEIGHTS \
-    --config.manual_dir=CHEST14 --root=sweeps/tag --device_memory_gib=80
+    --config.manual_dir=NIH --root=sweeps/tag --device_memory_gib=80
 
 or one program (e.g. ImageNet only, two seeds) without the launcher:
 
   python -m sourcematters_jax.main --config=configs/tag.py:weights=WEIGHTS,source=imagenet,seed=812+813 \
-    --config.manual_dir=CHEST14 --workdir=runs/tag_imagenet
+    --config.manual_dir=NIH --workdir=runs/tag_imagenet
 
 Arguments (after ':'; see configs/common.py): p_art, source, fold, seed ('+'-separated), weights.
 Expected (paper, mean o.o.d. AUC over folds, Keras-compatible): ImageNet falls from .86 at p_art=0 to

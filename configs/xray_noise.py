@@ -4,7 +4,7 @@ of the positives. A subtle confounder (noise SD about 2.1 vs 1.8 grey levels).
 The study's grid: p_art 0/.1/.2/.5/.8/1 x ImageNet/RadImageNet/random x 5 folds = 90 members.
 
   sourcematters sweep --config=configs/xray_noise.py:weights=WEIGHTS \
-    --config.manual_dir=CHEST14 --root=sweeps/xray_noise --device_memory_gib=80
+    --config.manual_dir=NIH --root=sweeps/xray_noise --device_memory_gib=80
 
 Arguments (after ':'; see configs/common.py): p_art, source, fold, seed ('+'-separated), weights.
 Expected (paper, mean o.o.d. AUC): ImageNet .82 -> .31 (p_art=.5) -> .00 (p_art=1); RadImageNet

@@ -75,3 +75,13 @@ def test_demo_config_is_tiny_and_confounds_tags():
     assert {m.source for m in members} == {"random"}
     assert len({m.seed for m in members}) >= 2
     assert config.image_size <= 64 and config.model.width <= 16
+
+
+def test_ct_noise_levels_are_the_builders_and_overridable():
+    from sourcematters_jax.data.lidc import LidcNodules
+
+    for name in ("ct_noise", "ct_xray_noise"):
+        options = load(name).data_options.to_dict()
+        assert options and all(LidcNodules.DEFAULTS[k] == v for k, v in options.items())
+    config = load("ct_noise", "", ["data_options.ct_photons_confounded=5e5"])
+    assert config.data_options.ct_photons_confounded == 5e5
