@@ -22,10 +22,11 @@ from sourcematters_jax.data.types import ImagePool, MemberData, SplitIndex
 
 # Importing the builder modules registers them with TFDS.
 from sourcematters_jax.data.chest14 import Chest14Sex, Chest14SourceMatters
+from sourcematters_jax.data.lidc import LidcNodules
 from sourcematters_jax.data.synthetic_builder import SyntheticCxr
 
 BUILDERS = {"chest14_source_matters": Chest14SourceMatters, "chest14_sex": Chest14Sex,
-            "synthetic_cxr": SyntheticCxr}
+            "lidc_nodules": LidcNodules, "synthetic_cxr": SyntheticCxr}
 # experiment -> (datasets it runs on, (variant 0, variant 1) stored by those builders)
 EXPERIMENTS = {
     "tag": (("chest14_source_matters", "synthetic_cxr"), ("clean", "tag")),

@@ -26,7 +26,7 @@ class DataError(ValueError):
     """Bad or missing raw data; the message names the file (and row) at fault."""
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
     shown = "\n  ".join(items[:MAX_LISTED])
     more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
     return f"\n  {shown}{more}"
@@ -157,7 +157,7 @@ class ImageLocator:
                 missing.append(f"{path} ({where})")
             found.append(f)
         if missing:
-            raise DataError(f"{len(missing)} image(s) not found under {self.root}:{_listing(missing)}")
+            raise DataError(f"{len(missing)} image(s) not found under {self.root}:{listing(missing)}")
         return found
 
 

@@ -82,7 +82,7 @@ def draw_image(a: Anatomy, size: int, rng: np.random.Generator, opacities: int,
     """One radiograph [size, size] uint8 of anatomy `a` with `opacities` disease patches."""
     shift_u, shift_v = rng.normal(0, 0.03 * jitter, 2)
     angle = rng.normal(0, 0.03 * jitter)
-    v, u = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    v, u = np.mgrid[-1:1:size * 1j, -1:1:size * 1j].astype(np.float32)
     u, v = ((u - shift_u) * np.cos(angle) - (v - shift_v) * np.sin(angle),
             (u - shift_u) * np.sin(angle) + (v - shift_v) * np.cos(angle))
     px = 2.0 / size
@@ -125,7 +125,7 @@ def draw_image(a: Anatomy, size: int, rng: np.random.Generator, opacities: int,
 
     # lung texture: vessels radiating from the hila (fixed per patient)
     vrng = np.random.default_rng(a.vessel_seed)
-    texture = ndimage.zoom(vrng.normal(size=(20, 20)), size / 20, order=3)[:size, :size]
+    texture = ndimage.zoom(vrng.normal(size=(20, 20)).astype(np.float32), size / 20, order=3)[:size, :size]
     hilum = np.exp(-(np.minimum(np.hypot(u + 0.17, v), np.hypot(u - 0.17, v)) / 0.4) ** 2)
     density += 0.03 * texture * lung * (0.4 + hilum)
 
@@ -137,7 +137,7 @@ def draw_image(a: Anatomy, size: int, rng: np.random.Generator, opacities: int,
         radius = rng.uniform(0.07, 0.2)
         strength = rng.uniform(0.06, 0.30)
         blob = np.exp(-(np.hypot(u - cu, (v - cv) * rng.uniform(0.7, 1.4)) / radius) ** 2)
-        mottle = 1 + 0.4 * ndimage.zoom(rng.normal(size=(16, 16)), size / 16, order=1)[:size, :size]
+        mottle = 1 + 0.4 * ndimage.zoom(rng.normal(size=(16, 16)).astype(np.float32), size / 16, order=1)[:size, :size]
         density += strength * blob * mottle * lung
 
     # exposure: contrast and brightness vary per image, then blur and quantum-like noise
@@ -146,5 +146,5 @@ def draw_image(a: Anatomy, size: int, rng: np.random.Generator, opacities: int,
     offset = rng.normal(5, 4)
     gamma = float(np.clip(rng.normal(1.0, 0.06), 0.8, 1.2))
     grey = offset + gain * np.clip(density, 0, None) ** gamma
-    grey += rng.normal(0, 2.5, size=grey.shape)
+    grey += rng.normal(0, 2.5, size=grey.shape).astype(np.float32)
     return np.clip(np.round(grey), 0, 255).astype(np.uint8)
