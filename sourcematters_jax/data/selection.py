@@ -27,7 +27,8 @@ from sourcematters_jax.data.types import SplitIndex
 
 def seed_sequence(*key: object) -> np.random.SeedSequence:
     """A SeedSequence from a stable hash of `key` (same value in every process and platform)."""
-    digest = hashlib.sha256(repr(tuple(key)).encode()).digest()
+    key = tuple(k.item() if isinstance(k, np.generic) else k for k in key)  # np.int64(1) == 1 here
+    digest = hashlib.sha256(repr(key).encode()).digest()
     return np.random.SeedSequence([int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)])
 
 

@@ -64,8 +64,7 @@ def _read(path: pathlib.Path, labels: dict[str, int], extra: Sequence[str] = (),
           allowed: dict | None = None) -> pd.DataFrame:
     df = rawdata.read_table(path, ["path", "pid", "class", *extra], index_col=0,
                             allowed={"class": labels, **(allowed or {})}, integer=("pid",))
-    for i, p in enumerate(df["path"]):
-        df.loc[i, "path"] = rawdata.check_relative_path(p, where=f"{path}: row {i + 1}")
+    df["path"] = [rawdata.check_relative_path(p, where=f"{path}: row {i + 1}") for i, p in enumerate(df["path"])]
     df["label"] = df["class"].map(labels).astype(np.int32)
     dup = df["path"][df["path"].duplicated()]
     if len(dup):

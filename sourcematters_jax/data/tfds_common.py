@@ -54,7 +54,8 @@ def make_config(image_size: int, defaults: Mapping[str, Any], **options: Any) ->
         raise TypeError(f"unknown dataset option(s) {unknown}; expected some of {sorted(defaults)}")
     if int(image_size) < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
-    merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+    # None and '' (an unset config string) both mean "the default"
+    merged = {**defaults, **{k: v for k, v in options.items() if v is not None and v != ""}}
     changed = {k: merged[k] for k in sorted(merged) if merged[k] != defaults[k]}
     name = f"{int(image_size)}px"
     if changed:
