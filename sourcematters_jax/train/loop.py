@@ -1,0 +1,328 @@
+"""`train_and_evaluate(config, workdir)`: one program, M members, from data to results.csv.
+
+  1. claim the workdir (config.json; a different config is refused unless config.overwrite)
+  2. load the experiment's pool and every member's splits; pack them on a member axis
+  3. initialise members (seeded head, backbone from its source) or restore the last checkpoint
+  4. per epoch: the M-member train step `steps_per_epoch` times, then validation loss,
+     best-state keeping and early stopping per member; summaries; checkpoint
+  5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests; write
+     results.csv and predictions.csv
+Every device computation is a per-member function lifted by `packing.Runner` (vmap, lax.map or a
+Python loop; member axis sharded over devices). Compiled programs are cached per process by the
+program's shapes and settings, so a second program of the same shape starts without compiling.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from sourcematters_jax import pretrained as pretrained_lib
+from sourcematters_jax.data.types import SPLITS, TEST_SPLITS, ExperimentData, MemberData
+from sourcematters_jax.members import Member, expand_sweep, select_members
+from sourcematters_jax.train import checkpoints, results, summaries
+from sourcematters_jax.train import config as config_lib
+from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
+from sourcematters_jax.train.augment import AugmentConfig
+
+CONFIG_FILE = "config.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Workdir
+# ---------------------------------------------------------------------------------------------
+
+def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Record the config in WORKDIR/config.json; refuse a workdir of another config.
+
+    With config.overwrite, the other config's outputs (checkpoints, summaries, results) are
+    deleted first; nothing else in the workdir is touched.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / CONFIG_FILE
+    identity = config_lib.identity_json(config)
+    if path.exists():
+        if path.read_text() == identity:
+            return
+        if not config.overwrite:
+            raise ValueError(
+                f"{workdir} holds the outputs of a different config ({path}); use another "
+                "workdir, or set config.overwrite=True to delete them")
+        logging.warning("overwriting %s: deleting the outputs of its previous config", workdir)
+        for name in (checkpoints.CHECKPOINT_DIR, summaries.SUMMARY_DIR):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+        for name in (results.RESULTS_FILE, results.PREDICTIONS_FILE, CONFIG_FILE):
+            (workdir / name).unlink(missing_ok=True)
+    tmp = path.with_name(f".{CONFIG_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(identity)
+    os.replace(tmp, path)
+
+
+def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
+    """(sweep index, Member) of the members this program trains."""
+    sweep = expand_sweep({k: config.sweep[k] for k in config.sweep.keys()})
+    indices = config_lib.parse_member_indices(config.member_indices, len(sweep))
+    indices = list(range(len(sweep))) if indices is None else indices
+    chosen = list(zip(indices, select_members(sweep, indices)))
+    wrong = sorted({m.experiment for _, m in chosen} - {config.experiment})
+    if wrong:
+        raise ValueError(f"config.sweep.experiment has {wrong}, but a program runs one experiment "
+                         f"(config.experiment={config.experiment!r})")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources and data
+# ---------------------------------------------------------------------------------------------
+
+def resolve_sources(config: ml_collections.ConfigDict, members: Sequence[Member],
+                    model: Any) -> tuple[dict[str, tuple[int, str]], Any]:
+    """({source: (slot, preprocessing mode)}, stacked pretrained backbones or None).
+
+    Random sources get slot -1; each checkpoint source is loaded once, checked against the model
+    architecture and merged strictly into the backbone's variable tree.
+    """
+    info, stacked = {}, []
+    target = state_lib.backbone_shapes(model, config.image_size)
+    for name in sorted({m.source for m in members}):
+        kind, value = config_lib.source_spec(config, name)
+        if kind == "random":
+            info[name] = (-1, value)
+            continue
+        variables, meta = pretrained_lib.load(value)
+        where = f"config.sources.{name}={value}"
+        pretrained_lib.check_architecture(meta, model.backbone, where=where)
+        stacked.append(pretrained_lib.merge_into(target, variables, what=where))
+        info[name] = (len(stacked) - 1, meta["preprocessing"])
+    return info, (packing.stack_trees(stacked) if stacked else None)
+
+
+def load_data(config: ml_collections.ConfigDict) -> ExperimentData:
+    from sourcematters_jax.data import load_experiment
+
+    return load_experiment(config.experiment, dataset=config.dataset,
+                           data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
+                           image_size=config.image_size, **config.data_options.to_dict())
+
+
+def check_data(data: ExperimentData, members: Sequence[Member], members_data: Sequence[MemberData],
+               image_size: int) -> None:
+    """Clear errors for a pool or split the trainer cannot use."""
+    images = data.pool.images
+    if images.shape[2:] != (image_size, image_size):
+        raise ValueError(f"pool images are {images.shape[2:]}, config.image_size is {image_size}")
+    labels = np.asarray(data.pool.labels)
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("pool labels must be 0 or 1")
+    for member, md in zip(members, members_data):
+        for split in SPLITS:
+            s = getattr(md, split)
+            if len(s.indices) and (s.indices.min() < 0 or s.indices.max() >= len(labels)):
+                raise ValueError(f"{member.member_id}: {split} indexes outside the pool")
+            if images.shape[1] < 2 and s.confounded.any():
+                raise ValueError(f"{member.member_id}: {split} marks confounded images, but the "
+                                 "pool has a single variant")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled programs (cached per process)
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
+    (model_cfg, dropout, opt, augment, image_size, steps, batch, eval_batch, patience,
+     has_pretrained) = key
+    model = state_lib.build_model(dict(model_cfg), dropout)
+    tx = state_lib.make_optimizer(*opt)
+    if has_pretrained:
+        init = lambda inputs, pre: state_lib.init_member(  # noqa: E731
+            inputs, pre, model=model, tx=tx, image_size=image_size)
+    else:
+        init = lambda inputs: state_lib.init_member(  # noqa: E731
+            inputs, None, model=model, tx=tx, image_size=image_size)
+    train_step = step_lib.make_member_train_step(model, tx, augment, steps_per_epoch=steps,
+                                                 batch_size=batch)
+    end_epoch = evaluate.make_end_epoch(model, eval_batch_size=eval_batch, patience=patience,
+                                        steps_per_epoch=steps)
+    predict = evaluate.make_predict_tests(model, eval_batch_size=eval_batch)
+    return {
+        "init": runner.lift(init, 1),
+        "abstract_init": jax.eval_shape(init, *_abstract_init_args(has_pretrained, model,
+                                                                   image_size)),
+        "train_step": runner.lift(train_step, 2, donate_argnums=(0,)),
+        "end_epoch": runner.lift(end_epoch, 3, donate_argnums=(0, 1)),
+        "predict": runner.lift(predict, 3),
+    }
+
+
+def _abstract_init_args(has_pretrained: bool, model: Any, image_size: int) -> tuple:
+    f32 = np.float32
+    inputs = state_lib.MemberInit(
+        seed=jax.ShapeDtypeStruct((), np.int32), source_slot=jax.ShapeDtypeStruct((), np.int32),
+        pixel_mean=jax.ShapeDtypeStruct((3,), f32), pixel_scale=jax.ShapeDtypeStruct((), f32))
+    if not has_pretrained:
+        return (inputs,)
+    shapes = state_lib.backbone_shapes(model, image_size)
+    return inputs, jax.tree.map(lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), shapes)
+
+
+@functools.lru_cache(maxsize=4)
+def _runner(strategy: str, num_members: int, device_ids: tuple[int, ...]) -> packing.Runner:
+    by_id = {d.id: d for d in jax.local_devices()}
+    return packing.make_runner(strategy, num_members, [by_id[i] for i in device_ids])
+
+
+# ---------------------------------------------------------------------------------------------
+# The program
+# ---------------------------------------------------------------------------------------------
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       data: ExperimentData | None = None) -> pathlib.Path:
+    """Train and evaluate this config's members; returns the path of WORKDIR/results.csv.
+
+    Resumes from WORKDIR's last checkpoint when there is one; returns at once when results.csv
+    already holds every member. `data` replaces `load_experiment(...)` (tests, custom data).
+    """
+    config_lib.validate(config)
+    workdir = pathlib.Path(workdir).absolute()
+    chosen = program_members(config)
+    members = [m for _, m in chosen]
+    claim_workdir(config, workdir)
+    results_path = workdir / results.RESULTS_FILE
+    if results.is_complete(results_path, [m.member_id for m in members]):
+        logging.info("%s is complete; nothing to do", results_path)
+        return results_path
+
+    model = state_lib.build_model(config.model.to_dict(), config.dropout_rate)
+    sources, pretrained = resolve_sources(config, members, model)
+    data = load_data(config) if data is None else data
+    members_data = [data.member_data(m.p_art, m.fold, m.seed) for m in members]
+    check_data(data, members, members_data, config.image_size)
+    arrays = packing.pack_member_arrays(members_data, batch_size=config.batch_size,
+                                        eval_batch_size=config.eval_batch_size)
+    batch, steps = packing.train_layout(members_data, config.batch_size)
+
+    devices = packing.select_devices(config.execution.num_devices)
+    strategy = packing.resolve_strategy(config.execution.strategy, devices[0].platform,
+                                        config.image_size)
+    runner = _runner(strategy, len(members), tuple(d.id for d in devices))
+    key = (tuple(sorted(config.model.to_dict().items())), float(config.dropout_rate),
+           (config.learning_rate, config.adam_b1, config.adam_b2, config.adam_eps),
+           AugmentConfig.from_config(config.augment), config.image_size, steps, batch,
+           config.eval_batch_size, config.patience, pretrained is not None)
+    programs = _programs(key, runner)
+    logging.info("%d members, strategy %s on %d %s device(s); batch %d, %d steps/epoch, "
+                 "%d epochs", len(members), strategy, len(devices), devices[0].platform, batch,
+                 steps, config.num_epochs)
+
+    rows = []
+    for (index, member) in chosen:
+        rows.append({"member_index": index, **member.as_row(),
+                     "preprocessing": sources[member.source][1]})
+    table = {"members": rows, "model": config.model.to_dict(), "image_size": config.image_size,
+             "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
+    table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
+
+    ckpt = checkpoints.ProgramCheckpoints(workdir, keep=config.keep_checkpoints)
+    writer = None
+    try:
+        start = ckpt.latest_epoch() or 0
+        if start:
+            abstract = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct((len(members),) + s.shape, s.dtype),
+                programs["abstract_init"])
+            train_np, best_np, saved = ckpt.restore(start, *abstract)
+            if saved["members"] != table["members"]:
+                raise ValueError(f"{ckpt.directory}: checkpoint members differ from this config's")
+            train, best = runner.put_members(train_np), runner.put_members(best_np)
+            stopped = np.asarray(train_np.stopped)
+            logging.info("resumed from epoch %d of %s", start, ckpt.directory)
+        else:
+            train, best = _init_members(config, members, sources, pretrained, runner, programs)
+            stopped = np.zeros(len(members), bool)
+
+        device_data = runner.put_members(arrays)
+        pool = runner.put_shared(step_lib.DevicePool(images=np.asarray(data.pool.images),
+                                                     labels=np.asarray(data.pool.labels, np.int32)))
+        writer = summaries.Summaries(workdir, rows, config.num_epochs * steps,
+                                     config.progress_every_secs)
+        epoch = start
+        while epoch < config.num_epochs and not stopped.all():
+            step_metrics = []
+            for s in range(steps):
+                train, metrics = programs["train_step"](train, device_data, pool)
+                step_metrics.append(metrics)
+                writer.step(epoch * steps + s + 1)
+            train, best, info = programs["end_epoch"](train, best, device_data, pool)
+            epoch += 1
+            stopped = _log_epoch(runner, writer, epoch, config.num_epochs, step_metrics, info, best,
+                                 train)
+            train_np, best_np = runner.to_host(train), runner.to_host(best)
+            ckpt.save(epoch, train_np, best_np, table)
+
+        probs = runner.to_host(programs["predict"](train, best, device_data, pool))
+        train_np, best_np = runner.to_host(train), runner.to_host(best)
+        program = {"dataset": config.dataset, "image_size": config.image_size,
+                   "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
+                   "model_width": config.model.width, "model_dtype": config.model.dtype}
+        split_arrays = {s: {"indices": getattr(arrays, s).indices, "mask": getattr(arrays, s).mask,
+                            "confounded": getattr(arrays, s).confounded} for s in TEST_SPLITS}
+        table_df, preds_df = results.build_tables(
+            rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
+            best_np.epoch, best_np.val_loss, train_np.epochs_trained, train_np.nonfinite)
+        for test_set in results.TEST_SET_NAMES.values():
+            sel = table_df["test_set"] == test_set
+            writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
+                                 f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
+        results.write_atomic(preds_df, workdir / results.PREDICTIONS_FILE)
+        results.write_atomic(table_df, results_path)
+        logging.info("wrote %s (%d rows)", results_path, len(table_df))
+    finally:
+        ckpt.close()
+        if writer is not None:
+            writer.close()
+    return results_path
+
+
+def _init_members(config, members, sources, pretrained, runner, programs):
+    inits = []
+    for member in members:
+        slot, mode = sources[member.source]
+        mean, scale = state_lib.preprocessing_constants(mode)
+        inits.append(state_lib.MemberInit(seed=np.int32(member.seed), source_slot=np.int32(slot),
+                                          pixel_mean=mean, pixel_scale=np.float32(scale)))
+    inputs = runner.put_members(packing.stack_trees(inits))
+    if pretrained is None:
+        return programs["init"](inputs)
+    return programs["init"](inputs, runner.put_shared(pretrained))
+
+
+def _log_epoch(runner, writer, epoch, num_epochs, step_metrics, info, best, train) -> np.ndarray:
+    """Summaries and the console line after an epoch; returns the members' stopped flags."""
+    metrics = [runner.to_host(m) for m in step_metrics]
+    loss_sum = np.sum([m["loss_sum"] for m in metrics], axis=0)
+    count = np.sum([m["count"] for m in metrics], axis=0)
+    train_loss = np.where(count > 0, loss_sum / np.maximum(count, 1), np.nan)
+    info = runner.to_host(info)
+    best_val = runner.to_host(_field(runner, best, "val_loss"))
+    stopped = runner.to_host(_field(runner, train, "stopped"))
+    writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
+                         "best_val_loss": best_val}, info.active)
+    summaries.log_epoch(epoch, num_epochs, train_loss, info.val_loss, info.active, stopped)
+    return np.asarray(stopped, bool)
+
+
+def _field(runner: packing.Runner, placed: Any, name: str) -> Any:
+    if isinstance(placed, list):
+        return [getattr(p, name) for p in placed]
+    return getattr(placed, name)

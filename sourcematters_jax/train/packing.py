@@ -1,0 +1,263 @@
+"""Members packed on a leading axis, and the execution strategies that run them over devices.
+
+Host side: `pack_member_arrays` pads every member's splits to a common length (index 0, mask
+False) so that M members stack into one array per field.
+
+Device side: a `Runner` places member-axis pytrees and lifts a per-member function
+`f(*member_args, *shared_args)` to all members:
+  'vmap'     jit(shard_map(vmap(f))): the member axis is sharded over a 1-D device mesh, and
+             each device vectorises its members (convolutions become grouped convolutions).
+  'lax_map'  jit(shard_map(lax.map(f))): each device runs its members one after another inside
+             one program (compact memory; slow on XLA:CPU, see DESIGN.md).
+  'loop'     a Python loop over jit(f), one member at a time, each member's state living on its
+             own device; devices run concurrently through asynchronous dispatch.
+shard_map keeps every member's computation on one device: there is no cross-device traffic in
+any step, and BatchNorm statistics are per member by construction. For 'vmap'/'lax_map' the
+member count is padded to a multiple of the device count with copies of the last member; the
+padding never reaches the host (`to_host` drops it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sourcematters_jax.data.types import SPLITS, MemberData, SplitIndex
+from sourcematters_jax.train.step import Examples, MemberArrays
+
+MEMBER_AXIS = "members"
+STRATEGIES = ("vmap", "lax_map", "loop")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side packing
+# ---------------------------------------------------------------------------------------------
+
+def padded_length(max_len: int, batch: int) -> int:
+    """Round `max_len` up to a multiple of min(batch, max_len) (at least 1)."""
+    max_len = max(max_len, 1)
+    step = min(batch, max_len)
+    return math.ceil(max_len / step) * step
+
+
+def _pad_split(split: SplitIndex, length: int) -> Examples:
+    n = len(split.indices)
+    indices = np.zeros(length, np.int32)
+    confounded = np.zeros(length, bool)
+    mask = np.zeros(length, bool)
+    indices[:n] = split.indices
+    confounded[:n] = split.confounded
+    mask[:n] = True
+    return Examples(indices=indices, confounded=confounded, mask=mask)
+
+
+def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[int, int]:
+    """(effective batch, steps per epoch): one pass over the largest member's training set.
+
+    The batch is min(batch_size, largest training set), so a study batch of 256 on ~220
+    images is one full-set step per epoch (as in Keras) without computing padded rows.
+    """
+    largest = max(len(md.train.indices) for md in members_data)
+    if largest == 0:
+        raise ValueError("every member has an empty training set")
+    batch = min(batch_size, largest)
+    return batch, math.ceil(largest / batch)
+
+
+def pack_member_arrays(members_data: Sequence[MemberData], *, batch_size: int,
+                       eval_batch_size: int) -> MemberArrays:
+    """Stack members' splits as numpy [M, n_pad] arrays (train padded to steps * batch)."""
+    batch, steps = train_layout(members_data, batch_size)
+    lengths = {"train": batch * steps}
+    for split in SPLITS[1:]:
+        longest = max(len(getattr(md, split).indices) for md in members_data)
+        lengths[split] = padded_length(longest, eval_batch_size)
+    for i, md in enumerate(members_data):
+        for split in SPLITS:
+            s = getattr(md, split)
+            if len(s.indices) == 0:
+                raise ValueError(f"member {i}: split {split!r} is empty")
+    stacked = {}
+    for split in SPLITS:
+        per_member = [_pad_split(getattr(md, split), lengths[split]) for md in members_data]
+        stacked[split] = jax.tree.map(lambda *xs: np.stack(xs), *per_member)
+    return MemberArrays(**stacked)
+
+
+def stack_trees(trees: Sequence[Any]) -> Any:
+    """Stack same-structured pytrees on a new leading axis (numpy)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners
+# ---------------------------------------------------------------------------------------------
+
+def resolve_strategy(strategy: str, platform: str, image_size: int) -> str:
+    """The concrete strategy for 'auto': vmap on accelerators and for small CPU images, else loop.
+
+    On CPU, vmap of 2-4 ResNet50 members beats one-at-a-time at 64 px and loses 3x at 128 px
+    (DESIGN.md); lax.map is never chosen automatically. Benchmarks may refine this rule.
+    """
+    if strategy != "auto":
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown execution strategy {strategy!r}; expected 'auto' or one of "
+                             f"{STRATEGIES}")
+        return strategy
+    if platform != "cpu":
+        return "vmap"
+    return "vmap" if image_size <= 64 else "loop"
+
+
+def select_devices(num_devices: int) -> list[jax.Device]:
+    """The first `num_devices` local devices (all when 0)."""
+    devices = jax.local_devices()
+    if num_devices < 0 or num_devices > len(devices):
+        raise ValueError(f"execution.num_devices={num_devices}, but {len(devices)} devices exist")
+    return devices[:num_devices] if num_devices else devices
+
+
+class Runner:
+    """Places member-axis pytrees and lifts per-member functions; see the module docstring."""
+
+    strategy: str
+    num_members: int
+    devices: list[jax.Device]
+
+    def put_members(self, tree: Any) -> Any:
+        """Numpy pytree with leading axis M -> placed representation."""
+        raise NotImplementedError
+
+    def put_shared(self, tree: Any) -> Any:
+        """A pytree every member reads (the image pool, pretrained backbones) -> placed."""
+        raise NotImplementedError
+
+    def to_host(self, placed: Any) -> Any:
+        """Placed member-axis pytree -> numpy pytree with leading axis M (padding dropped)."""
+        raise NotImplementedError
+
+    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
+             ) -> Callable:
+        """fn(*member_args, *shared_args) on one member -> the same on all members."""
+        raise NotImplementedError
+
+    def device_of(self, member: int) -> jax.Device:
+        """The device that computes member `member`."""
+        raise NotImplementedError
+
+
+class ShardedRunner(Runner):
+    """'vmap' and 'lax_map': one jitted program, member axis sharded over a device mesh."""
+
+    def __init__(self, strategy: str, num_members: int, devices: Sequence[jax.Device]):
+        if strategy not in ("vmap", "lax_map"):
+            raise ValueError(f"ShardedRunner runs 'vmap' or 'lax_map', not {strategy!r}")
+        self.strategy = strategy
+        self.num_members = num_members
+        self.devices = list(devices)
+        self.mesh = Mesh(np.array(self.devices), (MEMBER_AXIS,))
+        self.padded_members = math.ceil(num_members / len(self.devices)) * len(self.devices)
+        self.member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
+        self.replicated = NamedSharding(self.mesh, P())
+
+    def put_members(self, tree: Any) -> Any:
+        def put(x):
+            x = np.asarray(x)
+            if x.shape[0] != self.num_members:
+                raise ValueError(f"member axis has {x.shape[0]} entries, expected {self.num_members}")
+            pad = self.padded_members - self.num_members
+            if pad:
+                x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+            return jax.device_put(x, self.member_sharding)
+        return jax.tree.map(put, tree)
+
+    def put_shared(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated)
+
+    def to_host(self, placed: Any) -> Any:
+        return jax.tree.map(lambda x: np.asarray(jax.device_get(x))[: self.num_members], placed)
+
+    def device_of(self, member: int) -> jax.Device:
+        per_device = self.padded_members // len(self.devices)
+        return self.devices[member // per_device]
+
+    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
+             ) -> Callable:
+        k = num_member_args
+        strategy = self.strategy
+
+        def local(*args):
+            member_args, shared = args[:k], args[k:]
+            if strategy == "vmap":
+                return jax.vmap(fn, in_axes=(0,) * k + (None,) * len(shared))(*member_args, *shared)
+            return jax.lax.map(lambda m: fn(*m, *shared), member_args)
+
+        def program(*args):
+            specs = (P(MEMBER_AXIS),) * k + (P(),) * (len(args) - k)
+            return jax.shard_map(local, mesh=self.mesh, in_specs=specs,
+                                 out_specs=P(MEMBER_AXIS))(*args)
+
+        return jax.jit(program, donate_argnums=tuple(donate_argnums))
+
+
+class LoopRunner(Runner):
+    """'loop': a Python loop over a jitted single-member function; members split over devices.
+
+    Placed member trees are Python lists (one pytree per member, committed to its device);
+    shared trees are lists with one copy per device.
+    """
+
+    strategy = "loop"
+
+    def __init__(self, num_members: int, devices: Sequence[jax.Device]):
+        self.num_members = num_members
+        self.devices = list(devices)
+        # Contiguous blocks, as the sharded runners assign members.
+        per_device = math.ceil(num_members / len(self.devices))
+        self._device_index = [m // per_device for m in range(num_members)]
+
+    def device_of(self, member: int) -> jax.Device:
+        return self.devices[self._device_index[member]]
+
+    def put_members(self, tree: Any) -> list[Any]:
+        leading = {np.shape(x)[0] for x in jax.tree.leaves(tree)}
+        if leading != {self.num_members}:
+            raise ValueError(f"member axis has {sorted(leading)} entries, expected {self.num_members}")
+        return [jax.device_put(jax.tree.map(lambda x: np.asarray(x)[m], tree), self.device_of(m))
+                for m in range(self.num_members)]
+
+    def put_shared(self, tree: Any) -> list[Any]:
+        return [jax.device_put(tree, d) for d in self.devices]
+
+    def to_host(self, placed: list[Any]) -> Any:
+        return stack_trees(jax.device_get(placed))
+
+    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
+             ) -> Callable:
+        k = num_member_args
+        jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums))
+
+        def run(*args):
+            member_args, shared = args[:k], args[k:]
+            outs = []
+            for m in range(self.num_members):
+                d = self._device_index[m]
+                outs.append(jitted(*(a[m] for a in member_args), *(s[d] for s in shared)))
+            if isinstance(outs[0], tuple):
+                return tuple(list(o) for o in zip(*outs))
+            return outs
+
+        return run
+
+
+def make_runner(strategy: str, num_members: int, devices: Sequence[jax.Device]) -> Runner:
+    """The Runner for a concrete strategy ('vmap', 'lax_map' or 'loop')."""
+    if num_members < 1:
+        raise ValueError("a program needs at least one member")
+    if strategy == "loop":
+        return LoopRunner(num_members, devices)
+    return ShardedRunner(strategy, num_members, devices)
