@@ -97,7 +97,7 @@ def test_tag_scales_with_image_size():
     blank = np.zeros((256, 256), np.uint8)
     tagged = np.argwhere(confounders.add_tag(blank))
     (y0, x0), (y1, x1) = tagged.min(0), tagged.max(0)
-    assert 50 <= x0 <= 55 and 50 <= y0 <= 56 and 9 <= y1 - y0 <= 14  # 16 px letter at (50, 50)
+    assert 50 <= x0 <= 55 and 50 <= y0 <= 56 and 9 <= y1 - y0 <= 14 and 6 <= x1 - x0 <= 12  # 16 px R at (50, 50)
     bigger = np.argwhere(confounders.add_tag(blank, scale=3.0))
     assert (bigger.max(0) - bigger.min(0))[0] >= 3 * (y1 - y0) - 3
 

@@ -62,12 +62,13 @@ def test_path_escaping_the_data_directory(tmp_path, small_nih):
 
 def test_missing_images_are_all_listed_with_their_rows(tmp_path, small_nih):
     manual, splits = small_nih
-    for name in ("00000005_000.png", "00000011_000.png"):
+    for name in ("00000002_000.png", "00000005_000.png", "00000011_000.png"):
         (manual / "images_001" / "images" / name).unlink()
     with pytest.raises(DataError) as err:
         _build(tmp_path, manual, splits)
     msg = str(err.value)
-    assert "2 image(s) not found" in msg
+    assert "3 image(s) not found" in msg  # test, train and val images, all in one message
+    assert "00000002_000.png (test.csv row 2)" in msg
     assert "00000005_000.png (train_fold1.csv row 1)" in msg and "00000011_000.png (val_fold1.csv row 1)" in msg
     _assert_nothing_complete(tmp_path)
 

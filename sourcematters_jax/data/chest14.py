@@ -37,9 +37,12 @@ manual_dir/images_001/images/ ... images_012/images/ folders. chest14_sex also n
 Data_Entry_2017.csv (or Data_Entry_2017_v2020.csv) in manual_dir."""
 
 
-def _locate(manual_dir: pathlib.Path, table: pd.DataFrame) -> list[pathlib.Path]:
-    locator = rawdata.ImageLocator(manual_dir)
-    return locator.find_all(list(table["path"]), list(table["source_csv"]))
+def _locate(manual_dir: pathlib.Path, *tables: pd.DataFrame) -> list[list[pathlib.Path]]:
+    """The image file of every row of every table; one error lists every missing image."""
+    both = pd.concat(tables, ignore_index=True)
+    files = rawdata.ImageLocator(manual_dir).find_all(list(both["path"]), list(both["source_csv"]))
+    bounds = np.cumsum([0] + [len(t) for t in tables])
+    return [files[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _load(path: pathlib.Path) -> np.ndarray:
@@ -110,7 +113,7 @@ def source_matters_split_generators(builder, folds: splits_lib.Folds, manual_dir
     training = folds.all_training()
     training = training.assign(folds=list(fold_membership(folds, training["path"])))
     test = folds.test.assign(folds=list(np.zeros((len(folds.test), len(folds.folds)), np.int8)))
-    train_files, test_files = _locate(manual_dir, training), _locate(manual_dir, test)
+    train_files, test_files = _locate(manual_dir, training, test)
     return {"train": builder._generate_examples(training, train_files),
             "test": builder._generate_examples(test, test_files)}
 
@@ -225,9 +228,9 @@ def sex_split_generators(builder, tables: SexTables, manual_dir: pathlib.Path) -
     """'train', 'test' and 'heldout' generators of sex examples; checks every image file first."""
     training = pd.concat([f.all_training() for f in tables.pools.values()],
                          ignore_index=True).drop_duplicates("path").reset_index(drop=True)
-    out = {}
+    named = {}
     for split, table in (("train", training), ("test", tables.test), ("heldout", tables.heldout)):
         table = table.rename(columns={"Patient Gender": "sex"}).reset_index(drop=True)
-        table = table.assign(membership=list(sex_membership(tables.pools, table["path"])))
-        out[split] = (table, _locate(manual_dir, table))
-    return {split: builder._generate_examples(t, f) for split, (t, f) in out.items()}
+        named[split] = table.assign(membership=list(sex_membership(tables.pools, table["path"])))
+    files = _locate(manual_dir, *named.values())
+    return {split: builder._generate_examples(t, f) for (split, t), f in zip(named.items(), files)}

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sourcematters_jax.data import selection, splits as splits_lib
-from sourcematters_jax.data.types import ImagePool, MemberData, SplitIndex
+from sourcematters_jax.data.types import ImagePool, MemberData
 
 # Importing the builder modules registers them with TFDS.
 from sourcematters_jax.data.chest14 import Chest14Sex, Chest14SourceMatters

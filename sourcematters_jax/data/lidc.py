@@ -103,7 +103,8 @@ class LidcNodules(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
         return tfds_common.dataset_info(
-            self, description="LIDC-IDRI 2-D nodule crops, benign vs malignant, CT noise variants.", homepage="https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX",
+            self, description="LIDC-IDRI 2-D nodule crops, benign vs malignant, CT noise variants.",
+            homepage="https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX",
             citation=tfds_common.CITATION_SOURCE_MATTERS,
             features=tfds.features.FeaturesDict({
                 "name": tfds.features.Text(),
