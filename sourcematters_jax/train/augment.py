@@ -8,6 +8,9 @@ order 1). For every image Keras draws
   zx, zy ~ U(1 - zoom, 1 + zoom) independently,
 builds rotation @ shift @ shear @ zoom about the image centre and resamples with
 `scipy.ndimage.affine_transform(order=1, mode='nearest')` (Keras' `apply_affine_transform`).
+Keras quirk kept for parity: after its (x, y) -> (row, col) swap, tx (drawn from the height
+range) moves the image along columns and ty along rows; with equal ranges on square images, as in
+the study, this changes nothing.
 Here the same matrix drives `jax.scipy.ndimage.map_coordinates(order=1, mode='nearest')`, so
 augmentation is a pure, vmappable function of (key, image). Augmentation runs on the raw 0..255
 grayscale image before preprocessing, as Keras applies `random_transform` before `standardize`.
