@@ -17,9 +17,11 @@ from sourcematters_jax.members import EXPERIMENTS, P_ART_GRID, RANDOM_SOURCE, ST
 
 STRATEGIES = ("auto", "vmap", "lax_map", "loop")
 DTYPES = ("float32", "bfloat16")
-# Fields that change how a program runs or reports, never what it computes: a workdir may be
-# resumed with different values for these.
-RUNTIME_FIELDS = ("overwrite", "progress_every_secs", "keep_checkpoints")
+# Fields that say where and how a program runs, not what it computes: a workdir may be resumed
+# with other values for these (e.g. a preempted job restarted on another machine type, whose
+# strategy or data location differ).
+RUNTIME_FIELDS = ("overwrite", "progress_every_secs", "keep_checkpoints", "execution", "data_dir",
+                  "manual_dir")
 
 
 def base_config() -> ml_collections.ConfigDict:

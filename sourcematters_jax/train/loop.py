@@ -36,6 +36,7 @@ from sourcematters_jax.train import evaluate, packing, state as state_lib, step 
 from sourcematters_jax.train.augment import AugmentConfig
 
 CONFIG_FILE = "config.json"
+PROGRAM_FILE = "program.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,10 +51,13 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
     """
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / CONFIG_FILE
-    identity = config_lib.identity_json(config)
+    identity = json.loads(config_lib.identity_json(config))
     if path.exists():
-        if path.read_text() == identity:
-            return
+        try:
+            if json.loads(path.read_text()) == identity:
+                return
+        except ValueError:
+            pass  # unreadable: treated as another config
         if not config.overwrite:
             raise ValueError(
                 f"{workdir} holds the outputs of a different config ({path}); use another "
@@ -61,11 +65,9 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
         logging.warning("overwriting %s: deleting the outputs of its previous config", workdir)
         for name in (checkpoints.CHECKPOINT_DIR, summaries.SUMMARY_DIR):
             shutil.rmtree(workdir / name, ignore_errors=True)
-        for name in (results.RESULTS_FILE, results.PREDICTIONS_FILE, CONFIG_FILE):
+        for name in (results.RESULTS_FILE, results.PREDICTIONS_FILE, PROGRAM_FILE, CONFIG_FILE):
             (workdir / name).unlink(missing_ok=True)
-    tmp = path.with_name(f".{CONFIG_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(identity)
-    os.replace(tmp, path)
+    _write_json(path, identity)
 
 
 def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
@@ -232,6 +234,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     table = {"members": rows, "model": config.model.to_dict(), "image_size": config.image_size,
              "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
     table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
+    _write_json(workdir / PROGRAM_FILE, {
+        "strategy": strategy, "platform": devices[0].platform,
+        "devices": [d.id for d in devices], "batch_size": batch, "steps_per_epoch": steps,
+        "member_devices": {row["member_id"]: runner.device_of(i).id for i, row in enumerate(rows)}})
 
     ckpt = checkpoints.ProgramCheckpoints(workdir, keep=config.keep_checkpoints)
     writer = None
@@ -292,6 +298,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if writer is not None:
             writer.close()
     return results_path
+
+
+def _write_json(path: pathlib.Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def _init_members(config, members, sources, pretrained, runner, programs):
