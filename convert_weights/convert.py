@@ -50,8 +50,9 @@ def resolve_source(input_path: pathlib.Path, source: str | None,
     if preprocessing_mode is None:
         preprocessing_mode = pretrained.SOURCE_PREPROCESSING.get(source)
         if preprocessing_mode is None:
+            modes = ",".join(preprocessing.MODES)
             raise ConversionError(f"--source {source!r}: unknown source, so its preprocessing "
-                                  f"is unknown; pass --preprocessing {{{','.join(preprocessing.MODES)}}}")
+                                  f"is unknown; pass --preprocessing {{{modes}}}")
     if preprocessing_mode not in preprocessing.MODES:
         raise ConversionError(f"--preprocessing {preprocessing_mode!r}: expected one of "
                               f"{preprocessing.MODES}")
@@ -76,6 +77,8 @@ def convert(input_path: str | pathlib.Path, output: str | pathlib.Path, *,
       ConversionError: on any bad input or output; nothing is written then.
     """
     input_path, output = pathlib.Path(input_path), pathlib.Path(output)
+    if verify and verify_image_size < 32:
+        raise ConversionError(f"--verify-image-size {verify_image_size}: Keras needs >= 32")
     try:
         pretrained.check_output_dir(output, overwrite)
     except FileExistsError as e:
@@ -95,8 +98,11 @@ def convert(input_path: str | pathlib.Path, output: str | pathlib.Path, *,
         "converter": f"convert_weights (sourcematters_jax {__version__})",
     }
     if verify:
-        from convert_weights import keras_parity  # deferred: needs keras
-
+        try:
+            from convert_weights import keras_parity  # deferred: imports keras
+        except ImportError as e:
+            raise ConversionError(f"--verify needs keras ({e}); install the 'parity' extra: "
+                                  "pip install 'sourcematters-jax[parity]'") from None
         diff = keras_parity.verify(input_path, weights, architecture, variables,
                                    image_size=verify_image_size)
         metadata["verified_with_keras"] = {"image_size": verify_image_size,

@@ -17,18 +17,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from convert_weights.errors import ConversionError
-from convert_weights.h5_reader import KerasWeights
-from sourcematters_jax.models.resnet import BN_EPSILON, RESNET50_STAGE_SIZES
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported anywhere
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import jax  # noqa: E402
+import keras  # noqa: E402
+from keras.src.applications.resnet import stack_residual_blocks_v1  # noqa: E402
+
+from convert_weights.errors import ConversionError  # noqa: E402
+from convert_weights.h5_reader import KerasWeights  # noqa: E402
+from sourcematters_jax.models.resnet import BN_EPSILON, RESNET50_STAGE_SIZES  # noqa: E402
 
 
 def build_keras_resnet(stage_sizes: Sequence[int], width: int, image_size: int | None = None):
     """Keras ResNet v1, include_top=False, pooling='avg', with keras.applications layer names."""
-    import keras
-    from keras.src.applications.resnet import stack_residual_blocks_v1
+    # Keras initialises every variable with jax.random; with partitionable threefry (JAX's
+    # default) each initialiser compiles several times slower on XLA:CPU. The initial values
+    # are overwritten by the weights loaded next, so the cheaper bit stream is used here.
+    with jax.threefry_partitionable(False):
+        return _build_keras_resnet(stage_sizes, width, image_size)
 
+
+def _build_keras_resnet(stage_sizes: Sequence[int], width: int, image_size: int | None):
     shape = (image_size, image_size, 3) if image_size else (None, None, 3)
     if tuple(stage_sizes) == RESNET50_STAGE_SIZES and width == 64:
         return keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",

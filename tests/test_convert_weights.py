@@ -23,8 +23,9 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from convert_weights import ConversionError, convert
 from convert_weights.cli import main
+from convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax import pretrained
-from sourcematters_jax.models import ResNet50, TinyResNet
+from sourcematters_jax.models import ResNet50
 
 TOL = 1e-4
 
@@ -139,8 +140,8 @@ def assert_nothing_written(tmp_path, out):
 def resnet50(tmp_path_factory):
     """One randomised Keras ResNet50 at 64x64, saved in every layout, and Keras' features."""
     directory = tmp_path_factory.mktemp("resnet50")
-    model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
-                                        input_shape=(64, 64, 3))
+    model = build_keras_resnet((3, 4, 6, 3), 64, 64)  # keras.applications.ResNet50 itself
+    assert model.name == "resnet50" and len(model.layers) == 176
     randomise(model, seed=1)
     x = np.random.default_rng(2).uniform(-120, 140, (2, 64, 64, 3)).astype(np.float32)
     return save_layouts(model, directory), x, np.asarray(model.predict(x, verbose=0))
@@ -359,6 +360,8 @@ def test_source_and_preprocessing_rules(tmp_path):
         convert(path, tmp_path / "a", source="chexpert")
     with pytest.raises(ConversionError, match="needs no conversion"):
         convert(path, tmp_path / "a", source="random")
+    with pytest.raises(ConversionError, match="Keras needs >= 32"):
+        convert(path, tmp_path / "a", source="imagenet", verify=True, verify_image_size=16)
     meta = convert(path, tmp_path / "a", source="chexpert", preprocessing_mode="none")
     assert meta["preprocessing"] == "none"
 
