@@ -169,18 +169,19 @@ def test_resnet50_features_match_keras(resnet50, variant, tmp_path):
     assert np.max(np.abs(features - expected)) <= TOL
 
 
-def test_sha256_and_source_guess(resnet50, tmp_path):
+def test_sha256_and_source_guess(tmp_path):
     import hashlib
 
-    paths, _, _ = resnet50
     src = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    src.symlink_to(paths["legacy_weights"])
+    write_legacy(src, flax_to_keras_layers(tiny_variables()))
     meta = convert(src, tmp_path / "ckpt")
     assert meta["source"] == "imagenet" and meta["preprocessing"] == "caffe"
     assert meta["input_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    rad = tmp_path / "RadImageNet-ResNet50_notop.h5"
+    src.rename(rad)
+    meta = convert(rad, tmp_path / "ckpt2")
+    assert meta["source"] == "radimagenet" and meta["preprocessing"] == "caffe_div255"
 
-
-# ----------------------------------------------------------------------------- tiny variants
 
 def test_cli_verify_with_keras(resnet50, tmp_path, capsys):
     paths, _, _ = resnet50
