@@ -1,6 +1,8 @@
 """Bad input fails early, names the file and row, and leaves no dataset that looks complete."""
 
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -167,3 +169,18 @@ def test_interrupted_synthetic_generation_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         synthetic.generate(out, synthetic.SyntheticSpec(image_size=8))
     assert not out.exists() and list(pathlib.Path(tmp_path).iterdir()) == []
+
+
+def test_parallel_programs_build_a_dataset_once(tmp_path):
+    """Programs of a sweep start together on one data_dir: both must get the same complete dataset."""
+    script = (
+        "import sys, hashlib; from sourcematters_jax.data import load_experiment\n"
+        "e = load_experiment('tag', dataset='synthetic_cxr', data_dir=sys.argv[1], image_size=8, full_size=32)\n"
+        "print(hashlib.sha256(e.pool.images.tobytes()).hexdigest(), len(e.pool.names))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    lines = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert lines[0] == lines[1] and lines[0].endswith(" 331")

@@ -9,9 +9,12 @@ Folds are numbered 1..5, as in the study's file names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import math
 import os
+import pathlib
 from typing import Any
 
 import numpy as np
@@ -138,6 +141,27 @@ class SexExperiment:
         )
 
 
+@contextlib.contextmanager
+def _build_lock(builder: tfds.core.DatasetBuilder):
+    """An exclusive file lock per dataset config, so parallel programs build it once.
+
+    Programs of one sweep start together on the same data_dir; the first builds while the others
+    wait, then find the dataset prepared. Remote data_dirs (gs://...) are not locked.
+    """
+    path = os.fspath(builder.data_dir)
+    if "://" in path:
+        yield
+        return
+    lock = pathlib.Path(path).parent / f"{pathlib.Path(path).name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _decode(names) -> tuple[str, ...]:
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
@@ -156,26 +180,38 @@ def load_experiment(experiment: str, *, dataset: str, data_dir: str | os.PathLik
       **options: builder options (see each builder's DEFAULTS), e.g. splits_dir, tag_scale, seed.
     """
     builder = make_builder(experiment, dataset=dataset, data_dir=data_dir, image_size=image_size, **options)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    with _build_lock(builder):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    # A builder made before another process finished the build holds stale info: read it afresh.
+    builder = make_builder(experiment, dataset=dataset, data_dir=data_dir, image_size=image_size, **options)
+    return experiment_from_builder(experiment, builder)
+
+
+def read_examples(builder: tfds.core.DatasetBuilder) -> tuple[dict[str, list], np.ndarray]:
+    """Every example of every split, sorted by file name: (feature -> values, split of each)."""
     sources = builder.as_data_source()
     columns = {split: read_split(src) for split, src in sorted(sources.items()) if len(src)}
-    split_of = [s for s, c in columns.items() for _ in c["name"]]
+    if not columns:
+        raise RuntimeError(f"{builder.data_dir} holds no examples")
+    split_of = np.asarray([s for s, c in columns.items() for _ in c["name"]])
     merged = {k: [v for c in columns.values() for v in c[k]] for k in next(iter(columns.values()))}
-    names = _decode(merged["name"])
-    order = np.argsort(np.asarray(names))
-    names = tuple(names[i] for i in order)
-    split_of = np.asarray(split_of)[order]
+    merged["name"] = list(_decode(merged["name"]))
+    order = np.argsort(np.asarray(merged["name"]))
+    return {k: [v[i] for i in order] for k, v in merged.items()}, split_of[order]
+
+
+def experiment_from_builder(experiment: str, builder: tfds.core.DatasetBuilder):
+    """The ExperimentData of a prepared builder: its pool (the experiment's variants) + splits."""
+    ex, split_of = read_examples(builder)
     _, variants = EXPERIMENTS[experiment]
-    if "images" in merged:
-        images = np.stack([np.stack([merged["images"][i][v] for v in variants]) for i in order])
+    if "images" in ex:
+        images = np.stack([np.stack([im[v] for v in variants]) for im in ex["images"]])
     else:
-        images = np.stack([merged["image"][i] for i in order])[:, None]
+        images = np.stack(ex["image"])[:, None]
     pool = ImagePool(images=images.astype(np.uint8), variants=variants,
-                     labels=np.asarray(merged["label"], np.int32)[order],
-                     patient_ids=np.asarray(merged["patient_id"], np.int64)[order], names=names)
+                     labels=np.asarray(ex["label"], np.int32),
+                     patient_ids=np.asarray(ex["patient_id"], np.int64), names=tuple(ex["name"]))
     if experiment == "sex":
-        return SexExperiment(experiment, pool, np.stack([merged["membership"][i] for i in order]),
-                             is_test=split_of == "test", is_heldout=split_of == "heldout",
-                             sex=np.asarray(["M", "F"])[np.asarray(merged["sex"])[order]])
-    return FoldExperiment(experiment, pool, np.stack([merged["folds"][i] for i in order]),
-                          is_test=split_of == "test")
+        return SexExperiment(experiment, pool, np.stack(ex["membership"]), is_test=split_of == "test",
+                             is_heldout=split_of == "heldout", sex=np.asarray(["M", "F"])[np.asarray(ex["sex"])])
+    return FoldExperiment(experiment, pool, np.stack(ex["folds"]), is_test=split_of == "test")

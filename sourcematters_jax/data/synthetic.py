@@ -42,7 +42,7 @@ class SyntheticSpec:
 
     seed: int = 0
     image_size: int = 256
-    generator_version: int = 1  # bump whenever synthetic_images draws differently
+    generator_version: int = 2  # bump whenever synthetic_images draws differently
     # chest14 subset (tag / denoising / X-ray noise experiments)
     n_patients: int = 270
     n_images: int = 331

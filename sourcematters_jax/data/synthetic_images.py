@@ -16,6 +16,11 @@ import numpy as np
 from scipy import ndimage
 
 
+# Disease patches: radius (fraction of the half-image) and added density (soft tissue is ~0.7).
+OPACITY_RADIUS = (0.08, 0.22)
+OPACITY_STRENGTH = (0.10, 0.36)
+
+
 @dataclasses.dataclass(frozen=True)
 class Anatomy:
     """One patient's body; follow-up images jitter it slightly."""
@@ -134,8 +139,8 @@ def draw_image(a: Anatomy, size: int, rng: np.random.Generator, opacities: int,
         side = rng.choice((-1, 1))
         cu = side * (a.lung_gap + a.lung_w * rng.uniform(0.5, 1.5))
         cv = rng.uniform(a.dome - a.lung_h * 0.8, a.dome - 0.12)
-        radius = rng.uniform(0.07, 0.2)
-        strength = rng.uniform(0.06, 0.30)
+        radius = rng.uniform(*OPACITY_RADIUS)
+        strength = rng.uniform(*OPACITY_STRENGTH)
         blob = np.exp(-(np.hypot(u - cu, (v - cv) * rng.uniform(0.7, 1.4)) / radius) ** 2)
         mottle = 1 + 0.4 * ndimage.zoom(rng.normal(size=(16, 16)).astype(np.float32), size / 16, order=1)[:size, :size]
         density += strength * blob * mottle * lung
