@@ -1,0 +1,121 @@
+"""Helpers shared by the benchmark parent and its child processes.
+
+Protocol: a child is `python -m benchmarks.<module> '<spec JSON>'`; it prints exactly one line
+starting with RESULT_PREFIX followed by its result as JSON (anything else on stdout/stderr is
+log). The parent sets the child's environment (XLA_FLAGS, KERAS_BACKEND, thread settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+RESULT_PREFIX = "BENCHMARK_RESULT "
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (`uptime`), rounded."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wait_for_quiet(max_load: float, timeout_s: float, poll_s: float = 20.0,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Poll until the 1-minute load average is below `max_load` or `timeout_s` passes.
+
+    Returns {'waited_s', 'load_at_start', 'quiet'}; `quiet` False means the timeout hit and the
+    measurement runs on a busier machine than asked for (the table header says so).
+    """
+    start = time.monotonic()
+    while True:
+        load = load_average()
+        if load[0] < max_load:
+            return {"waited_s": round(time.monotonic() - start, 1), "load_at_start": load,
+                    "quiet": True}
+        if time.monotonic() - start >= timeout_s:
+            return {"waited_s": round(time.monotonic() - start, 1), "load_at_start": load,
+                    "quiet": False}
+        log(f"load average {load} >= {max_load}; waiting ({time.monotonic() - start:.0f} s)")
+        time.sleep(poll_s)
+
+
+def emit(result: Mapping[str, Any]) -> None:
+    """Print a child's result line (the parent reads the last such line)."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def parse_spec(argv: list[str] | None = None) -> dict[str, Any]:
+    """The child's spec: the JSON object given as its single argument."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m benchmarks.<child> '<spec JSON>'")
+    return json.loads(argv[0])
+
+
+def run_child(module: str, spec: Mapping[str, Any], env: Mapping[str, str], timeout_s: float
+              ) -> dict[str, Any]:
+    """Run `python -m benchmarks.<module>` with `spec`; its result dict, or an 'error' entry.
+
+    The child's wall time and the load average before and after it are added to the result.
+    """
+    load_before = load_average()
+    start = time.monotonic()
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        result: dict[str, Any] = {"error": f"timed out after {timeout_s:.0f} s"}
+    else:
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+        if proc.returncode == 0 and lines:
+            result = json.loads(lines[-1][len(RESULT_PREFIX):])
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+            result = {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
+    result["process_wall_s"] = round(time.monotonic() - start, 1)
+    result["load_before"] = load_before
+    result["load_after"] = load_average()
+    return result
+
+
+def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
+    """The parent's environment with XLA_FLAGS replaced and quiet, CPU-only TensorFlow/JAX."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = xla_flags
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["JAX_PLATFORMS"] = env.get("BENCHMARK_JAX_PLATFORMS", "cpu")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def time_calls(call: Callable[[], Any], warmup: int, steps: int) -> dict[str, Any]:
+    """Call `call` warmup + steps times (each call must block); per-call seconds and summary."""
+    first = None
+    for i in range(warmup):
+        t = time.perf_counter()
+        call()
+        if i == 0:
+            first = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return {"first_call_s": None if first is None else round(first, 4),
+            "step_s": [round(x, 4) for x in times],
+            "step_median_s": round(statistics.median(times), 4),
+            "step_min_s": round(min(times), 4)}
