@@ -120,6 +120,10 @@ def load_data(config: ml_collections.ConfigDict) -> ExperimentData:
 def check_data(data: ExperimentData, members: Sequence[Member], members_data: Sequence[MemberData],
                image_size: int) -> None:
     """Clear errors for a pool or split the trainer cannot use."""
+    experiment = getattr(data, "experiment", None)
+    if experiment is not None and experiment != members[0].experiment:
+        raise ValueError(f"data is for experiment {experiment!r}, the members for "
+                         f"{members[0].experiment!r}")
     images = data.pool.images
     if images.shape[2:] != (image_size, image_size):
         raise ValueError(f"pool images are {images.shape[2:]}, config.image_size is {image_size}")
