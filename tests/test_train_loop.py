@@ -99,11 +99,13 @@ def test_science_the_tag_is_a_shortcut_only_when_trained_on(uninterrupted):
                                                values="auc")
     # Trained with the tag on every positive, members rank tagged negatives above untagged
     # positives (o.o.d. far below i.i.d.); never shown the tag, they are not moved by it much.
-    # At 32 px the tiny model barely learns the disease itself, so "close" allows 0.2 of noise.
+    # At 32 px the tiny model barely learns the disease itself, so its p_art=0 AUCs are noisy
+    # (0.06-0.15 apart in our runs) and "close" allows 0.25.
     for source in ("random", "imagenet"):
         shortcut, clean = auc.loc[(source, 1.0)], auc.loc[(source, 0.0)]
-        assert shortcut["iid"] > 0.75 and shortcut["ood"] < shortcut["iid"] - 0.4, auc
-        assert abs(clean["ood"] - clean["iid"]) < 0.2, auc
+        gap_shortcut, gap_clean = shortcut["iid"] - shortcut["ood"], clean["iid"] - clean["ood"]
+        assert shortcut["iid"] > 0.75 and gap_shortcut > 0.4, auc
+        assert abs(gap_clean) < 0.25 and gap_shortcut > gap_clean + 0.4, auc
 
 
 def test_tensorboard_streams_per_member(uninterrupted):
