@@ -40,11 +40,14 @@ KILL_AT_STEP = 2 * STEPS_PER_EPOCH + 3  # mid-epoch 3, after the epoch-2 checkpo
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_loop")
     module = ResNet(stage_sizes=(1, 1), width=4)
-    variables = module.init(jax.random.key(123), jnp.zeros((1, 32, 32, 3)))
-    ckpt = pretrained.save(root / "tiny_pretrained", jax.device_get(variables), {
-        "source": "test-tiny", "preprocessing": "none",
-        "architecture": pretrained.architecture_of(module)})
-    return {"root": root, "tfds": root / "tfds", "pretrained": ckpt}
+    variables = jax.device_get(module.init(jax.random.key(123), jnp.zeros((1, 32, 32, 3))))
+    meta = {"source": "test-tiny", "preprocessing": "none",
+            "architecture": pretrained.architecture_of(module)}
+    ckpt = pretrained.save(root / "tiny_pretrained", variables, meta)
+    variables["params"]["conv1_conv"]["kernel"] = np.full_like(
+        variables["params"]["conv1_conv"]["kernel"], np.nan)
+    broken = pretrained.save(root / "nan_pretrained", variables, meta)
+    return {"root": root, "tfds": root / "tfds", "pretrained": ckpt, "nan_pretrained": broken}
 
 
 def smoke_arg(dirs):
@@ -150,6 +153,19 @@ def test_best_member_exports_and_reloads_for_evaluation(dirs, uninterrupted, tmp
     mean, scale = st.preprocessing_constants(meta["preprocessing"])
     logits = jax.jit(model.apply)(variables, st.normalize(jnp.asarray(images, jnp.float32), mean, scale))
     np.testing.assert_allclose(jax.nn.softmax(logits)[:, 1], rows["prob_positive"], rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_source_stops_its_members_only(dirs, uninterrupted):
+    # Same shapes and settings as the smoke program (so its compiled programs are reused), but
+    # the second source's weights are NaN: its members must stop at once, the others train.
+    config = smoke.get_config(f"strategy=vmap,epochs=2,pretrained={dirs['nan_pretrained']}")
+    config.data_dir, config.patience = str(dirs["tfds"]), EPOCHS
+    table = pd.read_csv(train_and_evaluate(config, dirs["root"] / "nan"))
+    broken, fine = table[table["source"] == "imagenet"], table[table["source"] == "random"]
+    assert (broken["status"] == "nonfinite_loss").all() and broken["auc"].isna().all()
+    assert (broken["epochs_trained"] == 0).all() and (broken["best_epoch"] == 0).all()
+    assert (fine["status"] == "ok").all() and (fine["epochs_trained"] == 2).all()
+    assert fine["auc"].notna().all()
 
 
 KILLER = textwrap.dedent("""

@@ -20,8 +20,8 @@ DTYPES = ("float32", "bfloat16")
 # Fields that say where and how a program runs, not what it computes: a workdir may be resumed
 # with other values for these (e.g. a preempted job restarted on another machine type, whose
 # strategy or data location differ).
-RUNTIME_FIELDS = ("overwrite", "progress_every_secs", "keep_checkpoints", "execution", "data_dir",
-                  "manual_dir")
+RUNTIME_FIELDS = ("overwrite", "progress_every_secs", "keep_checkpoints", "checkpoint_every_epochs",
+                  "execution", "data_dir", "manual_dir")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.execution.num_devices = 0  # 0 = every local device
 
     c.keep_checkpoints = 2
+    # Checkpoints gather every member's state to the host; with many large members, save less
+    # often (the last epoch, and the epoch every member stopped, are always saved).
+    c.checkpoint_every_epochs = 1
     c.progress_every_secs = 30.0
     c.overwrite = False  # True: wipe a workdir that holds another config's outputs
     c.lock()
@@ -137,7 +140,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "model.stage_sizes", "needs positive block counts")
     need(config.model.width >= 1, "model.width", "must be positive")
     need(config.model.dtype in DTYPES, "model.dtype", f"expected one of {DTYPES}")
-    for field in ("batch_size", "num_epochs", "eval_batch_size", "patience", "keep_checkpoints"):
+    for field in ("batch_size", "num_epochs", "eval_batch_size", "patience", "keep_checkpoints",
+                  "checkpoint_every_epochs"):
         need(_get(config, field) >= 1, field, "must be at least 1")
     need(0.0 <= config.dropout_rate < 1.0, "dropout_rate", "must lie in [0, 1)")
     need(config.learning_rate > 0, "learning_rate", "must be positive")

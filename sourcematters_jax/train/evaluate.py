@@ -22,7 +22,7 @@ from flax import struct
 from sourcematters_jax.data.types import TEST_SPLITS
 from sourcematters_jax.models import Classifier
 from sourcematters_jax.train.state import BestState, TrainState, normalize
-from sourcematters_jax.train.step import DevicePool, Examples, MemberArrays, gather, masked_mean_ce
+from sourcematters_jax.train.step import DevicePool, Examples, MemberArrays, gather
 
 
 def eval_batch_for(num_padded: int, eval_batch_size: int) -> int:

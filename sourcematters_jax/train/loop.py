@@ -246,62 +246,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     ckpt = checkpoints.ProgramCheckpoints(workdir, keep=config.keep_checkpoints)
     writer = None
     try:
-        start = ckpt.latest_epoch() or 0
-        if start:
-            abstract = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct((len(members),) + s.shape, s.dtype),
-                programs["abstract_init"])
-            train_np, best_np, saved = ckpt.restore(start, *abstract)
-            if saved["members"] != table["members"]:
-                raise ValueError(f"{ckpt.directory}: checkpoint members differ from this config's")
-            train, best = runner.put_members(train_np), runner.put_members(best_np)
-            stopped = np.asarray(train_np.stopped)
-            logging.info("resumed from epoch %d of %s", start, ckpt.directory)
-        else:
-            train, best = _init_members(config, members, sources, pretrained, runner, programs)
-            stopped = np.zeros(len(members), bool)
-
+        train, best, start = _restore_or_init(config, members, sources, pretrained, runner,
+                                              programs, ckpt, table)
         device_data = runner.put_members(arrays)
         pool = runner.put_shared(step_lib.DevicePool(images=np.asarray(data.pool.images),
                                                      labels=np.asarray(data.pool.labels, np.int32)))
         writer = summaries.Summaries(workdir, rows, config.num_epochs * steps,
                                      config.progress_every_secs)
-        epoch = start
-        while epoch < config.num_epochs and not stopped.all():
-            step_metrics = []
-            for s in range(steps):
-                train, metrics = programs["train_step"](train, device_data, pool)
-                step_metrics.append(metrics)
-                writer.step(epoch * steps + s + 1)
-            train, best, info = programs["end_epoch"](train, best, device_data, pool)
-            epoch += 1
-            stopped = _log_epoch(runner, writer, epoch, config.num_epochs, step_metrics, info, best,
-                                 train)
-            train_np, best_np = runner.to_host(train), runner.to_host(best)
-            ckpt.save(epoch, train_np, best_np, table)
-
+        train, best, epoch = _run_epochs(config, runner, programs, ckpt, writer, table, train,
+                                         best, start, steps, device_data, pool)
         probs = runner.to_host(programs["predict"](train, best, device_data, pool))
-        train_np, best_np = runner.to_host(train), runner.to_host(best)
-        program = {"dataset": config.dataset, "image_size": config.image_size,
-                   "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
-                   "model_width": config.model.width, "model_dtype": config.model.dtype}
-        split_arrays = {s: {"indices": getattr(arrays, s).indices, "mask": getattr(arrays, s).mask,
-                            "confounded": getattr(arrays, s).confounded} for s in TEST_SPLITS}
-        table_df, preds_df = results.build_tables(
-            rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
-            best_np.epoch, best_np.val_loss, train_np.epochs_trained, train_np.nonfinite)
-        for test_set in results.TEST_SET_NAMES.values():
-            sel = table_df["test_set"] == test_set
-            writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
-                                 f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
-        results.write_atomic(preds_df, workdir / results.PREDICTIONS_FILE)
-        results.write_atomic(table_df, results_path)
-        logging.info("wrote %s (%d rows)", results_path, len(table_df))
+        _write_results(config, workdir, rows, data, arrays, probs, runner.to_host(train),
+                       runner.to_host(best), writer, epoch)
     finally:
         ckpt.close()
         if writer is not None:
             writer.close()
     return results_path
+
+
+def _restore_or_init(config, members, sources, pretrained, runner, programs, ckpt, table):
+    """(train, best, completed epochs): from the last checkpoint, or freshly initialised."""
+    start = ckpt.latest_epoch() or 0
+    if not start:
+        train, best = _init_members(config, members, sources, pretrained, runner, programs)
+        return train, best, 0
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct((len(members),) + s.shape, s.dtype),
+                            programs["abstract_init"])
+    train_np, best_np, saved = ckpt.restore(start, *abstract)
+    if saved["members"] != table["members"]:
+        raise ValueError(f"{ckpt.directory}: checkpoint members differ from this config's")
+    logging.info("resumed from epoch %d of %s", start, ckpt.directory)
+    return runner.put_members(train_np), runner.put_members(best_np), start
+
+
+def _run_epochs(config, runner, programs, ckpt, writer, table, train, best, start, steps,
+                device_data, pool):
+    """Epochs `start`..num_epochs (or until every member stopped); checkpoints as configured."""
+    epoch = start
+    stopped = np.asarray(runner.to_host(_field(train, "stopped")), bool)
+    while epoch < config.num_epochs and not stopped.all():
+        step_metrics = []
+        for s in range(steps):
+            train, metrics = programs["train_step"](train, device_data, pool)
+            step_metrics.append(metrics)
+            writer.step(epoch * steps + s + 1)
+        train, best, info = programs["end_epoch"](train, best, device_data, pool)
+        epoch += 1
+        stopped = _log_epoch(runner, writer, epoch, config.num_epochs, step_metrics, info, best,
+                             train)
+        last = epoch == config.num_epochs or stopped.all()
+        if last or epoch % config.checkpoint_every_epochs == 0:
+            ckpt.save(epoch, runner.to_host(train), runner.to_host(best), table)
+    return train, best, epoch
+
+
+def _write_results(config, workdir, rows, data, arrays, probs, train_np, best_np, writer, epoch):
+    """results.csv and predictions.csv (atomically), and the test AUCs to the summaries."""
+    program = {"dataset": config.dataset, "image_size": config.image_size,
+               "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
+               "model_width": config.model.width, "model_dtype": config.model.dtype}
+    split_arrays = {s: {"indices": getattr(arrays, s).indices, "mask": getattr(arrays, s).mask,
+                        "confounded": getattr(arrays, s).confounded} for s in TEST_SPLITS}
+    table_df, preds_df = results.build_tables(
+        rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
+        best_np.epoch, best_np.val_loss, train_np.epochs_trained, train_np.nonfinite)
+    for test_set in results.TEST_SET_NAMES.values():
+        sel = table_df["test_set"] == test_set
+        writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
+                             f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
+    results.write_atomic(preds_df, workdir / results.PREDICTIONS_FILE)
+    path = results.write_atomic(table_df, workdir / results.RESULTS_FILE)
+    logging.info("wrote %s (%d rows)", path, len(table_df))
 
 
 def _write_json(path: pathlib.Path, obj: Any) -> None:
@@ -330,15 +346,16 @@ def _log_epoch(runner, writer, epoch, num_epochs, step_metrics, info, best, trai
     count = np.sum([m["count"] for m in metrics], axis=0)
     train_loss = np.where(count > 0, loss_sum / np.maximum(count, 1), np.nan)
     info = runner.to_host(info)
-    best_val = runner.to_host(_field(runner, best, "val_loss"))
-    stopped = runner.to_host(_field(runner, train, "stopped"))
+    best_val = runner.to_host(_field(best, "val_loss"))
+    stopped = runner.to_host(_field(train, "stopped"))
     writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
                          "best_val_loss": best_val}, info.active)
     summaries.log_epoch(epoch, num_epochs, train_loss, info.val_loss, info.active, stopped)
     return np.asarray(stopped, bool)
 
 
-def _field(runner: packing.Runner, placed: Any, name: str) -> Any:
+def _field(placed: Any, name: str) -> Any:
+    """A field of a placed member state (a list of states for the loop strategy)."""
     if isinstance(placed, list):
         return [getattr(p, name) for p in placed]
     return getattr(placed, name)
