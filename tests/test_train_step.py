@@ -237,6 +237,29 @@ def test_predict_covers_every_example_once(setup, single_member):
     np.testing.assert_allclose(float(evaluate.mean_loss(ce, val.mask)), want.mean(), rtol=1e-4)
 
 
+def test_init_takes_backbone_from_source_and_head_from_seed(setup):
+    model, tx = setup["model"], setup["tx"]
+    shapes = st.backbone_shapes(model, 32)
+    # Two "checkpoints" stacked on a source axis: every value 0.25 in slot 0, -0.5 in slot 1.
+    stacked = jax.tree.map(lambda s: np.stack([np.full(s.shape, v, s.dtype) for v in (0.25, -0.5)]),
+                           shapes)
+    mean, scale = st.preprocessing_constants("caffe")
+    init = jax.jit(lambda i, pre: st.init_member(i, pre, model=model, tx=tx, image_size=32))
+    states = {(seed, slot): jax.device_get(init(st.MemberInit(
+        seed=np.int32(seed), source_slot=np.int32(slot), pixel_mean=mean,
+        pixel_scale=np.float32(scale)), stacked)[0]) for seed, slot in [(1, -1), (1, 1), (2, 1)]}
+    for value, state in ((-0.5, states[(1, 1)]), (-0.5, states[(2, 1)])):
+        for leaf in jax.tree.leaves(state.params["backbone"]) + jax.tree.leaves(
+                state.batch_stats["backbone"]):
+            np.testing.assert_array_equal(leaf, value)
+    random_kernel = states[(1, -1)].params["backbone"]["conv1_conv"]["kernel"]
+    assert np.std(random_kernel) > 0  # slot -1: the seeded Keras-default initialisation
+    head = lambda seed, slot: states[(seed, slot)].params["head"]["kernel"]  # noqa: E731
+    np.testing.assert_array_equal(head(1, -1), head(1, 1))  # same seed, same fresh head
+    assert not np.allclose(head(1, 1), head(2, 1))
+    np.testing.assert_allclose(states[(1, 1)].opt_state.hyperparams["learning_rate"], 1e-3, rtol=1e-6)
+
+
 def test_sharded_runner_pads_members_and_drops_padding():
     runner = packing.make_runner("vmap", 3, jax.devices())
     placed = runner.put_members({"x": np.arange(3, dtype=np.float32)})

@@ -19,6 +19,7 @@ padding never reaches the host (`to_host` drops it).
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Callable, Sequence
 
@@ -121,33 +122,38 @@ def select_devices(num_devices: int) -> list[jax.Device]:
     return devices[:num_devices] if num_devices else devices
 
 
-class Runner:
+class Runner(abc.ABC):
     """Places member-axis pytrees and lifts per-member functions; see the module docstring."""
 
     strategy: str
     num_members: int
     devices: list[jax.Device]
 
+    @abc.abstractmethod
     def put_members(self, tree: Any) -> Any:
         """Numpy pytree with leading axis M -> placed representation."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def put_shared(self, tree: Any) -> Any:
         """A pytree every member reads (the image pool, pretrained backbones) -> placed."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def to_host(self, placed: Any) -> Any:
         """Placed member-axis pytree -> numpy pytree with leading axis M (padding dropped)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
              ) -> Callable:
         """fn(*member_args, *shared_args) on one member -> the same on all members."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def device_of(self, member: int) -> jax.Device:
         """The device that computes member `member`."""
-        raise NotImplementedError
+        ...
 
 
 class ShardedRunner(Runner):
