@@ -73,12 +73,9 @@ class MemberMemory:
 
 
 def _model(config: ml_collections.ConfigDict):
-    from sourcematters_jax.models import Classifier, ResNet
+    from sourcematters_jax.train.state import build_model
 
-    dtype = jnp.dtype(config.model.dtype) if isinstance(config.model.dtype, str) else config.model.dtype
-    backbone = ResNet(stage_sizes=tuple(config.model.stage_sizes), width=int(config.model.width),
-                      dtype=dtype)
-    return Classifier(backbone=backbone, dropout_rate=float(config.dropout_rate))
+    return build_model(config.model.to_dict(), config.dropout_rate)
 
 
 def _size(tree: Any) -> int:

@@ -134,12 +134,10 @@ class Plan:
 
 
 def results_cover(path: pathlib.Path, members: Sequence[Member]) -> bool:
-    """Whether a results.csv exists and has rows for every member id in `members`."""
-    if not path.is_file():
-        return False
-    with open(path, newline="") as f:
-        found = {row.get("member_id") for row in csv.DictReader(f)}
-    return all(m.member_id in found for m in members)
+    """Whether `path` is a results.csv with rows for every member and test set (the trainer's test)."""
+    from sourcematters_jax.train.results import is_complete
+
+    return is_complete(path, [m.member_id for m in members])
 
 
 def make_plan(root: str | os.PathLike, config: ml_collections.ConfigDict, capacity: int, *,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
 import sys
 from typing import Sequence
@@ -28,6 +29,36 @@ import ml_collections
 from launch import plan as plan_lib
 
 log = logging.getLogger(__name__)
+
+
+def setup_job() -> None:
+    """Process set-up of a training job: INFO logging, quiet TF, and on CPU one host device per core.
+
+    The device count mirrors `python -m sourcematters_jax.main` (a CPU program shards its members
+    over the cores); XLA reads XLA_FLAGS when the backend starts, so this must run before the
+    first JAX computation. An explicit count in XLA_FLAGS is kept.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count or 1}".strip()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _DropLibraryInfo) for f in absl.filters):
+        absl.addFilter(_DropLibraryInfo())
+
+
+class _DropLibraryInfo(logging.Filter):
+    """Keep Orbax's and TFDS's INFO chatter (logged through absl) off the console; warnings stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            lib in record.pathname for lib in ("orbax", "tensorflow_datasets"))
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -86,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_job()
     if args.distributed:
         initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     for index in args.program:

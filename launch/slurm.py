@@ -27,6 +27,7 @@ class ProgramJob(submitit.helpers.Checkpointable):
 
     def __call__(self, root: str, index: int, config: ml_collections.ConfigDict,
                  distributed: bool = False) -> str:
+        program_lib.setup_job()
         if distributed:
             program_lib.initialize_distributed()
         return str(program_lib.run_program(root, index, config=config))
@@ -44,7 +45,7 @@ def submit(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], *,
         slurm_array_parallelism, slurm_additional_parameters. Unknown names are errors.
     """
     folder = pathlib.Path(plan.root) / "submitit"
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = {"name": f"sourcematters-{plan.root.name}", **(parameters or {})}
     try:
         executor.update_parameters(**params)

@@ -23,6 +23,7 @@ from typing import Sequence
 from launch import config_io
 from launch import memory as memory_lib
 from launch import plan as plan_lib
+from launch import program as program_lib
 
 EXECUTORS = ("local", "slurm", "submitit_local", "tpu")
 
@@ -201,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser_args, overrides = split_overrides(argv)
     args = build_parser().parse_args(parser_args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    program_lib.setup_job()
     run(args, overrides)
     return 0
 

@@ -28,10 +28,21 @@ def _module_main(module: str) -> Callable[[list[str]], int]:
 
 
 def _train(argv: list[str]) -> int:
-    """The training entry point is an absl app: hand it the arguments as its command line."""
-    from absl import app
+    """The training entry point is an absl app: hand it the arguments as its command line.
+
+    absl's own --help lists the flags of the `__main__` module, which here is this console
+    script, so help is answered from the training module's docstring and flags instead.
+    """
+    from absl import app, flags
 
     main_module = importlib.import_module("sourcematters_jax.main")
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv):
+        print(f"usage: {PROG} train --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...]\n")
+        print(main_module.__doc__.strip(), "\n")
+        print("flags:\n" + flags.FLAGS.module_help(main_module.__name__))
+        print("  --config.KEY=VALUE: override one config field (any field of the config; "
+              "an unknown KEY is an error)")
+        return 0
     app.run(main_module.main, argv=[f"{PROG} train", *argv])
     return 0
 

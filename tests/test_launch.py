@@ -40,10 +40,13 @@ def test_pack_never_mixes_experiments():
 
 
 def test_memory_estimate_counts_params_and_measures_activations():
-    config = config_io.load_config(TAG, ["model.stage_sizes=(1,1,1,1)", "model.width=8",
-                                         "image_size=32", "batch_size=16"])
+    config = config_io.load_config(TAG, ["model.stage_sizes=(1,)", "model.width=4", "image_size=16",
+                                         "batch_size=16"])
     est = memory.estimate_member_memory(config)
-    assert est.num_params == 130114  # TinyResNet(width 8) + Dense(2) head, counted by eval_shape
+    # conv1 7x7x3x4+4, bn 2x4; block 1x1 4->16, 1x1 4->4, 3x3 4->4, 1x1 4->16 (+biases), bns
+    # 2x(16+4+4+16); head 16x2+2.
+    assert est.num_params == (588 + 4) + 8 + (64 + 16) + (16 + 4) + (144 + 4) + (64 + 16) + 80 + 34
+    assert est.num_stats == 2 * (4 + 16 + 4 + 4 + 16)
     assert est.state_bytes == 4 * (5 * est.num_params + 2 * est.num_stats)
     assert est.activation_bytes_per_image > 0
     per_member = est.state_bytes + est.activation_bytes

@@ -1,0 +1,50 @@
+"""A real (tiny) sweep through submitit's local executor: two programs train, a relaunch skips both."""
+
+import csv
+import pathlib
+
+import pytest
+
+from launch import plan as plan_lib, sweep
+
+pytest.importorskip("submitit")
+
+# configs/smoke.py with one source (2 members: p_art 0 and 1), one ResNet stage (quicker to
+# compile), and the synthetic images generated at 64 px instead of 256 (seconds to build, not a minute).
+CONFIG = """
+from configs import smoke
+
+def get_config(arg=None):
+    config = smoke.get_config(arg)
+    config.sweep.source = ("random",)
+    config.model.stage_sizes = (1,)
+    with config.data_options.unlocked():
+        config.data_options.full_size = 64
+    return config
+"""
+
+
+def test_two_program_smoke_sweep_then_relaunch_skips_both(tmp_path, capsys):
+    config_file = tmp_path / "tiny_smoke.py"
+    config_file.write_text(CONFIG)
+    root = tmp_path / "sweep"
+    argv = [f"--config={config_file}:epochs=1", f"--root={root}", "--executor=submitit_local",
+            "--members_per_program=1", f"--config.data_dir={tmp_path / 'tfds'}", "--timeout_min=10"]
+
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 members in 2 programs" in out and "submitted 2 job(s)" in out
+    with open(root / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({(r["member_id"], r["test_set"]) for r in rows}) == sorted(
+        (f"tag-random-p{p}-f1-s812", t) for p in (0, 1) for t in ("iid", "ood", "clean"))
+    assert all(r["status"] == "ok" and 0.0 <= float(r["auc"]) <= 1.0 for r in rows)
+    assert all(r["epochs_trained"] == "1" for r in rows)
+    for name in ("program_000", "program_001"):
+        assert (root / name / "checkpoints").is_dir()  # trained there, by the job
+
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(capacity 1; 0 to run)" in out and "submitted" not in out
+    assert out.count("finished") >= 2
+    assert not plan_lib.load_plan(root).pending()
