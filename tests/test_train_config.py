@@ -150,3 +150,17 @@ def test_results_tables_and_completeness(tmp_path):
                                     np.array([0]), np.array([np.inf]), np.array([1]),
                                     np.array([True]))
     assert (table["status"] == "nonfinite_loss").all() and table["auc"].isna().all()
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda c: setattr(c.sweep, "source", ("random", "imagenet")), "config.sources.imagenet is empty"),
+    (lambda c: setattr(c, "image_size", 48), "config.image_size is 48"),
+])
+def test_bad_input_leaves_the_workdir_untouched(tmp_path, change, match):
+    from sourcematters_jax.train.loop import train_and_evaluate
+
+    config = smoke.get_config()
+    change(config)
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(config, tmp_path / "work", data=make_experiment(num_images=80, size=32))
+    assert not (tmp_path / "work").exists()

@@ -43,31 +43,40 @@ PROGRAM_FILE = "program.json"
 # Workdir
 # ---------------------------------------------------------------------------------------------
 
+def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> bool:
+    """True if WORKDIR holds another config's outputs that config.overwrite allows deleting.
+
+    Raises ValueError if it holds another config's outputs and config.overwrite is False.
+    """
+    path = workdir / CONFIG_FILE
+    if not path.exists():
+        return False
+    try:
+        if json.loads(path.read_text()) == json.loads(config_lib.identity_json(config)):
+            return False
+    except ValueError:
+        pass  # unreadable: treated as another config
+    if not config.overwrite:
+        raise ValueError(
+            f"{workdir} holds the outputs of a different config ({path}); use another "
+            "workdir, or set config.overwrite=True to delete them")
+    return True
+
+
 def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
     """Record the config in WORKDIR/config.json; refuse a workdir of another config.
 
     With config.overwrite, the other config's outputs (checkpoints, summaries, results) are
     deleted first; nothing else in the workdir is touched.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / CONFIG_FILE
-    identity = json.loads(config_lib.identity_json(config))
-    if path.exists():
-        try:
-            if json.loads(path.read_text()) == identity:
-                return
-        except ValueError:
-            pass  # unreadable: treated as another config
-        if not config.overwrite:
-            raise ValueError(
-                f"{workdir} holds the outputs of a different config ({path}); use another "
-                "workdir, or set config.overwrite=True to delete them")
+    if check_workdir(config, workdir):
         logging.warning("overwriting %s: deleting the outputs of its previous config", workdir)
         for name in (checkpoints.CHECKPOINT_DIR, summaries.SUMMARY_DIR):
             shutil.rmtree(workdir / name, ignore_errors=True)
         for name in (results.RESULTS_FILE, results.PREDICTIONS_FILE, PROGRAM_FILE, CONFIG_FILE):
             (workdir / name).unlink(missing_ok=True)
-    _write_json(path, identity)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(workdir / CONFIG_FILE, json.loads(config_lib.identity_json(config)))
 
 
 def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
@@ -203,17 +212,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir = pathlib.Path(workdir).absolute()
     chosen = program_members(config)
     members = [m for _, m in chosen]
-    claim_workdir(config, workdir)
     results_path = workdir / results.RESULTS_FILE
-    if results.is_complete(results_path, [m.member_id for m in members]):
+    if not check_workdir(config, workdir) and results.is_complete(
+            results_path, [m.member_id for m in members]):
         logging.info("%s is complete; nothing to do", results_path)
         return results_path
 
+    # Every input is loaded and checked before the workdir is claimed: a bad source, dataset or
+    # split leaves the workdir as it was.
     model = state_lib.build_model(config.model.to_dict(), config.dropout_rate)
     sources, pretrained = resolve_sources(config, members, model)
     data = load_data(config) if data is None else data
     members_data = [data.member_data(m.p_art, m.fold, m.seed) for m in members]
     check_data(data, members, members_data, config.image_size)
+    claim_workdir(config, workdir)
     arrays = packing.pack_member_arrays(members_data, batch_size=config.batch_size,
                                         eval_batch_size=config.eval_batch_size)
     batch, steps = packing.train_layout(members_data, config.batch_size)
