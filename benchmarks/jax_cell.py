@@ -11,9 +11,10 @@ M members by `packing.make_runner(strategy, M, devices).lift`, on synthetic uint
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,9 +66,25 @@ def memory_of(compiled: Any) -> dict[str, int] | None:
     return {f: int(getattr(m, f)) for f in fields if hasattr(m, f)}
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build, compile and time one cell; returns the cell's result dict."""
-    t_import = time.perf_counter()
+@dataclasses.dataclass
+class Cell:
+    """A built cell: the runner, placed member state and inputs, and the lifted step."""
+
+    runner: Any
+    state: Any
+    data: Any
+    pool: Any
+    step: Callable  # runner.lift(member_step): (state, data, pool) -> (state, metrics)
+    member_step: Callable  # the single-member step
+    abstract_args: tuple  # one member's (state, data, pool) shapes, for cost analysis
+
+
+def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
+    """The product's M-member training step for `spec`, initialised on synthetic data.
+
+    abstract=True leaves the member state as shapes (jax.eval_shape of the lifted init), so the
+    step can be traced without compiling anything (the test does this).
+    """
     import jax
 
     from sourcematters_jax.train.augment import AugmentConfig
@@ -76,8 +93,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from sourcematters_jax.train.state import (MemberInit, build_model, init_member,
                                                make_optimizer, preprocessing_constants)
     from sourcematters_jax.train.step import DevicePool, make_member_train_step
-    import_s = time.perf_counter() - t_import
-    rss_baseline = peak_rss_mib()
 
     m, size, batch = int(spec["members"]), int(spec["image_size"]), int(spec["batch_size"])
     cfg = base_config()
@@ -105,32 +120,46 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                        pixel_mean=np.tile(mean, (m, 1)), pixel_scale=np.full(m, scale, np.float32))
     init_fn = functools.partial(init_member, model=model, tx=tx, image_size=size)
     # As the trainer initialises members without pretrained weights (train/loop.py).
-    state, _ = runner.lift(lambda i: init_fn(i, None), 1)(runner.put_members(inits))
-    data = runner.put_members(data_np)
-    pool = runner.put_shared(pool_np)
-
+    init = runner.lift(lambda i: init_fn(i, None), 1)
+    placed_inits = runner.put_members(inits)
+    state, _ = jax.eval_shape(init, placed_inits) if abstract else init(placed_inits)
     member_step = make_member_train_step(model, tx, augment, steps_per_epoch=steps_per_epoch,
                                          batch_size=batch)
-    step = runner.lift(member_step, 2, donate_argnums=(0,))
+    one = lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype)  # noqa: E731
+    abstract_state = jax.eval_shape(lambda i: init_fn(i, None)[0], jax.tree.map(one, inits))
+    return Cell(runner=runner, state=state, data=runner.put_members(data_np),
+                pool=runner.put_shared(pool_np),
+                step=runner.lift(member_step, 2, donate_argnums=(0,)), member_step=member_step,
+                abstract_args=(abstract_state, jax.tree.map(one, data_np), pool_np))
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build, compile and time one cell; returns the cell's result dict."""
+    t_import = time.perf_counter()
+    import jax
+
+    import sourcematters_jax.train.step  # noqa: F401 - the import time is reported
+    import_s = time.perf_counter() - t_import
+    rss_baseline = peak_rss_mib()
+    cell = build(spec)
+    runner, step, data, pool = cell.runner, cell.step, cell.data, cell.pool
+    m, batch = int(spec["members"]), int(spec["batch_size"])
+    devices = runner.devices
 
     # Useful work: XLA's cost analysis of ONE member's step (before backend rewrites such as
     # the grouped-convolution expansion that vmap causes on CPU), times M.
-    one = lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype)  # noqa: E731
-    abstract_state = jax.eval_shape(lambda i: init_fn(i, None)[0],
-                                    jax.tree.map(one, inits))
-    flops_member_step = flops_of(
-        jax.jit(member_step).lower(abstract_state, jax.tree.map(one, data_np), pool_np)
-        .cost_analysis())
+    flops_member_step = flops_of(jax.jit(cell.member_step).lower(*cell.abstract_args)
+                                 .cost_analysis())
 
     result: dict[str, Any] = {
-        "model": spec["model"], "image_size": size, "batch_size": batch, "members": m,
-        "strategy": runner.strategy, "devices": len(devices),
+        "model": spec["model"], "image_size": int(spec["image_size"]), "batch_size": batch,
+        "members": m, "strategy": runner.strategy, "devices": len(devices),
         "host_devices": len(jax.local_devices()), "platform": devices[0].platform,
         "padded_members": getattr(runner, "padded_members", m),
         "import_s": round(import_s, 2), "flops_member_step": flops_member_step,
     }
 
-    holder = {"state": state}
+    holder = {"state": cell.state}
     if runner.strategy == "loop":
         # The runner's own jit: its first call compiles (compile_s = first call - steady step).
         def call():
@@ -139,7 +168,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         program_flops, memory = None, None
     else:
         t = time.perf_counter()
-        compiled = step.lower(state, data, pool).compile()
+        compiled = step.lower(cell.state, data, pool).compile()
         result["compile_s"] = round(time.perf_counter() - t, 2)
         program_flops = flops_of(compiled.cost_analysis())
         memory = memory_of(compiled)

@@ -1,0 +1,87 @@
+"""The throughput benchmark's plumbing: cell planning, the JSON schema and table, its children.
+
+No timing is asserted. The real benchmark (minutes) is not run here: the parent is driven with
+fake child results, the matmul child runs on tiny matrices, and the JAX cell is built and traced
+(not compiled) so an API change in sourcematters_jax.train breaks this test, not the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+from benchmarks import jax_cell, member_throughput
+from benchmarks.common import child_env, run_child
+
+
+def _fake_child(module, spec, env, timeout_s):
+    """Plausible child results, shaped like the real children's."""
+    common = {"process_wall_s": 1.0, "load_before": [0.5, 0.5, 0.5], "load_after": [0.6, 0.5, 0.5]}
+    if module == "matmul_peak":
+        return {"size": spec["size"], "numpy_gflops_per_s": 100.0, "jax_gflops_per_s": 80.0,
+                "peak_gflops_per_s": 100.0, **common}
+    if module == "keras_peer":
+        return {"strategy": "keras", "members": 1, "member_images_per_s": 4.0,
+                "images_per_s_per_member": 4.0, "compile_s": 5.0, "step_median_s": 4.0,
+                "peak_rss_mib": 900.0, **common}
+    assert module == "jax_cell"
+    assert f"device_count={spec['devices']}" in env["XLA_FLAGS"]
+    rate = {"vmap": 2.0, "lax_map": 1.0, "loop": 3.0}[spec["strategy"]] * spec["members"]
+    step_s = spec["members"] * spec["batch_size"] / rate
+    return {"strategy": spec["strategy"], "devices": spec["devices"], "members": spec["members"],
+            "member_images_per_s": rate, "images_per_s_per_member": rate / spec["members"],
+            "compile_s": 10.0, "step_median_s": step_s, "flops_member_step": 1e11,
+            "useful_flops_per_s": spec["members"] * 1e11 / step_s, "peak_rss_mib": 1000.0,
+            **common}
+
+
+def test_plan_skips_cells_with_fewer_members_than_devices():
+    args = member_throughput.parse_args(["--members", "1,2", "--devices", "1,2"])
+    cells, skipped = member_throughput.plan_cells(args)
+    assert {(c["strategy"], c["devices"], c["members"]) for c in skipped} == {
+        ("vmap", 2, 1), ("lax_map", 2, 1), ("loop", 2, 1)}
+    assert len(cells) == 3 * 2 + 3 * 1
+
+
+def test_report_schema_and_table(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(member_throughput, "run_child", _fake_child)
+    out = tmp_path / "bench.json"
+    member_throughput.main(["--model", "tiny", "--image-size", "32", "--batch-size", "4",
+                            "--members", "1,2", "--devices", "1,2", "--wait-timeout", "0",
+                            "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["schema"] == member_throughput.SCHEMA
+    for key in ("command", "host", "config", "load", "matmul_peak", "keras", "cells", "skipped",
+                "summary"):
+        assert key in report
+    assert report["load"]["at_start"] and report["load"]["at_end"]
+    loop1 = next(c for c in report["cells"]
+                 if (c["strategy"], c["devices"], c["members"]) == ("loop", 1, 2))
+    assert loop1["vs_one_by_one"] == 1.0
+    assert loop1["vs_keras"] == pytest.approx(6.0 / 4.0)
+    assert loop1["utilisation"] == pytest.approx(2e11 / (8 / 6.0) / 1e9 / 100.0, rel=1e-3)
+    assert report["keras"]["utilisation"] is not None
+    assert report["summary"]["best"]["strategy"] == "loop"
+    table = capsys.readouterr().out
+    assert "keras (peer)" in table and "util" in table and "skipped" in table
+
+
+def test_matmul_peak_child_runs():
+    result = run_child("matmul_peak", {"size": 64, "repeats": 2},
+                       child_env("--xla_force_host_platform_device_count=1"), timeout_s=120)
+    assert "error" not in result, result
+    assert result["numpy_gflops_per_s"] > 0 and result["jax_gflops_per_s"] > 0
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_jax_cell_builds_and_traces_the_product_step(strategy):
+    spec = {"model": "tiny", "image_size": 16, "batch_size": 2, "members": 2,
+            "strategy": strategy, "devices": min(2, len(jax.local_devices()))}
+    cell = jax_cell.build(spec, abstract=True)
+    new_state, metrics = jax.eval_shape(cell.step, cell.state, cell.data, cell.pool)
+    assert jax.tree.structure(new_state) == jax.tree.structure(cell.state)
+    flops = jax_cell.flops_of(jax.jit(cell.member_step).lower(*cell.abstract_args)
+                              .cost_analysis())
+    assert flops and flops > 0
