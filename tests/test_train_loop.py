@@ -145,6 +145,11 @@ def test_best_member_exports_and_reloads_for_evaluation(dirs, uninterrupted, tmp
     assert meta["member"]["member_id"] == member_id and meta["preprocessing"] == "none"
     with pytest.raises(FileExistsError):
         checkpoints.export_member(uninterrupted["workdir"], member_id, out)
+    with pytest.raises(KeyError, match="not in this program"):
+        checkpoints.load_member(uninterrupted["workdir"], "tag-random-p0.5-f1-s812")
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        checkpoints.load_member(tmp_path / "nowhere", member_id)
+    assert not (tmp_path / "nowhere").exists()
     preds = uninterrupted["predictions"]
     rows = preds[(preds["member_id"] == member_id) & (preds["test_set"] == "ood")]
     pool = load_experiment("tag", dataset="synthetic_cxr", data_dir=dirs["tfds"], image_size=32).pool

@@ -32,9 +32,12 @@ EXPORT_VARIABLES = "variables"
 class ProgramCheckpoints:
     """Save/restore a program's (train, best, members) once per epoch."""
 
-    def __init__(self, workdir: str | os.PathLike, keep: int = 2):
+    def __init__(self, workdir: str | os.PathLike, keep: int = 2, read_only: bool = False):
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        if read_only and not self.directory.is_dir():
+            raise FileNotFoundError(f"{self.directory}: no checkpoints (not a training workdir?)")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                               read_only=read_only,
                                                enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("train", "best", "members"))
@@ -100,7 +103,7 @@ def load_member(workdir: str | os.PathLike, member: str | int
     for `state.build_model(...)`; `metadata` has the member row, preprocessing, model, best epoch
     and val loss.
     """
-    ckpt = ProgramCheckpoints(workdir)
+    ckpt = ProgramCheckpoints(workdir, read_only=True)
     try:
         best, members = ckpt.restore_best()
     finally:
