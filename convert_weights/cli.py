@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an existing converted checkpoint at --output")
     parser.add_argument("--verify", action="store_true",
                         help="also load the file with Keras (needs keras) and compare features")
-    parser.add_argument("--verify-image-size", type=int, default=64)
-    parser.add_argument("--verify-tolerance", type=float, default=1e-4)
+    parser.add_argument("--verify-image-size", type=int, default=64,
+                        help="side (pixels) of the random input used by --verify (default 64)")
+    parser.add_argument("--verify-tolerance", type=float, default=1e-4,
+                        help="largest max-abs feature difference --verify accepts (default 1e-4)")
     return parser
 
 
