@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import pathlib
 import shutil
 import statistics
@@ -24,6 +25,7 @@ from collections import defaultdict
 from typing import Sequence
 
 DEFAULT_ROOT = "workdirs/demo"
+DATA_DIR = "tfds"  # the synthetic dataset is built into ROOT/tfds unless --config.data_dir says otherwise
 
 
 def default_config_path() -> str:
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file and argument (default: configs/demo.py of this checkout), "
                              "e.g. configs/demo.py:seed=1+2+3+4+5")
     parser.add_argument("--fresh", action="store_true",
-                        help="delete --root first instead of resuming what is there")
+                        help="delete --root's runs and report first (keeping its built dataset, "
+                             "ROOT/tfds) instead of resuming what is there")
     parser.add_argument("--members_per_program", type=int, default=0,
                         help="members trained together in one program (default: all of them)")
     parser.add_argument("--quiet", action="store_true", help="no training progress, only the summary")
@@ -86,13 +89,25 @@ def format_auc_table(table: dict[float, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+class _DropScalarEcho(logging.Filter):
+    """The epoch lines already say how training goes: drop clu's echo of every logged scalar and
+    TFDS's note on the dataset's (intentionally) custom configuration."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ("logging_writer" not in record.pathname
+                and not record.getMessage().startswith("Using custom data configuration"))
+
+
 def _setup(quiet: bool) -> None:
     """Console logging (training progress) and, as for every training job, one XLA device per core."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         force=True)
+    # TensorFlow only writes TensorBoard files here; this keeps its oneDNN banner off the console.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from launch import program
 
     program.setup_job()  # before JAX starts its backend
+    logging.getLogger("absl").addFilter(_DropScalarEcho())
     if quiet:
         from absl import logging as absl_logging
 
@@ -115,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     root = pathlib.Path(args.root).absolute()
     if args.fresh and root.exists():
-        shutil.rmtree(root)
+        for path in root.iterdir():  # keep the built dataset: --fresh retrains, it does not rebuild
+            if path.name != DATA_DIR:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not any(o.startswith("--config.data_dir=") for o in overrides):
+        overrides.append(f"--config.data_dir={root / DATA_DIR}")
     spec = args.config or default_config_path()
     config = config_io.load_config(spec, overrides)
     members = plan_lib.sweep_members(config)
