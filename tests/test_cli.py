@@ -1,0 +1,58 @@
+"""The `sourcematters` command: dispatch, and a --help that explains every flag of every command."""
+
+import argparse
+import importlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sourcematters_jax import cli
+
+# command -> module whose build_parser() the command runs
+ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
+                     "convert": "convert_weights.cli", "report": "sourcematters_jax.results.report"}
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "train", "sweep", "convert", "report"):
+        assert f"  {name} " in out
+    assert cli.main([]) == 2
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(ARGPARSE_COMMANDS))
+def test_every_flag_has_help(command, capsys):
+    parser = importlib.import_module(ARGPARSE_COMMANDS[command]).build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help and len(action.help) > 10, f"{command} {action.option_strings} has no help"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for action in parser._actions:
+        for option in action.option_strings:
+            assert option in out
+
+
+def test_train_help_explains_its_flags(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--config:", "--workdir:", "--config.KEY=VALUE"):
+        assert flag in out
+    assert "python -m sourcematters_jax.main" in out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("sourcematters") or pytest.fail("the sourcematters console script is not installed")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "sweep" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "launch", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "--members_per_program" in result.stdout
