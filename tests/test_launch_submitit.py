@@ -1,13 +1,12 @@
-"""A real (tiny) sweep through submitit's local executor: two programs train, a relaunch skips both."""
+"""A real (tiny) sweep through submitit's local executor: two programs train, a relaunch skips both,
+and the job entry point runs behind jax.distributed.initialize()."""
 
 import csv
-import pathlib
-
-import pytest
+import socket
+import subprocess
+import sys
 
 from launch import plan as plan_lib, sweep
-
-pytest.importorskip("submitit")
 
 # configs/smoke.py with one source (2 members: p_art 0 and 1), one ResNet stage (quicker to
 # compile), and the synthetic images generated at 64 px instead of 256 (seconds to build, not a minute).
@@ -48,3 +47,16 @@ def test_two_program_smoke_sweep_then_relaunch_skips_both(tmp_path, capsys):
     assert "(capacity 1; 0 to run)" in out and "submitted" not in out
     assert out.count("finished") >= 2
     assert not plan_lib.load_plan(root).pending()
+
+    # The job entry point with --distributed: jax.distributed.initialize() (a one-process
+    # "cluster" on localhost here), then both programs are found finished and skipped.
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    job = subprocess.run([sys.executable, "-m", "launch.program", f"--root={root}", "--program=0",
+                          "--program=1", "--distributed", f"--coordinator_address=localhost:{port}",
+                          "--num_processes=1", "--process_id=0"],
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert "jax.distributed: process 0 of 1" in job.stderr
+    assert job.stderr.count("finished, skipping") == 2
