@@ -26,8 +26,6 @@ import functools
 import json
 import os
 import pathlib
-import shutil
-import uuid
 from typing import Any, Mapping
 
 import jax
@@ -35,14 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from sourcematters_jax import preprocessing
+from sourcematters_jax import preprocessing, variables_io
 from sourcematters_jax.models.resnet import ResNet
 
 FORMAT = "sourcematters_jax.pretrained"
 FORMAT_VERSION = 1
 ARCH_FAMILY = "keras_resnet_v1"
-METADATA_FILE = "metadata.json"
-VARIABLES_DIR = "variables"
+METADATA_FILE = variables_io.METADATA_FILE
+VARIABLES_DIR = variables_io.VARIABLES_DIR
 COLLECTIONS = ("params", "batch_stats")
 # The preprocessing each known source was trained with (PROTOCOL.md, "Input").
 SOURCE_PREPROCESSING = {"imagenet": "caffe", "radimagenet": "caffe_div255", "random": "caffe"}
@@ -187,8 +185,6 @@ def save(directory: PathLike, variables: Mapping[str, Any], metadata: Mapping[st
     empty, or `overwrite` is set and it holds a converted checkpoint (a directory of anything
     else is never deleted).
     """
-    import orbax.checkpoint as ocp  # deferred: Orbax is only needed to write/read checkpoints
-
     directory = pathlib.Path(directory).absolute()
     check_output_dir(directory, overwrite)
     arch = metadata.get("architecture")
@@ -199,18 +195,9 @@ def save(directory: PathLike, variables: Mapping[str, Any], metadata: Mapping[st
     if meta.get("preprocessing") not in preprocessing.MODES:
         raise ValueError(f"metadata: preprocessing {meta.get('preprocessing')!r} is not one of "
                          f"{preprocessing.MODES}")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / VARIABLES_DIR, tree)
-            ckptr.wait_until_finished()
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    # check_output_dir allowed what exists there: nothing, an empty directory, or (with
+    # overwrite) a converted checkpoint.
+    return variables_io.write(directory, tree, meta, replace=True)
 
 
 def check_output_dir(directory: PathLike, overwrite: bool) -> None:
@@ -230,33 +217,12 @@ def check_output_dir(directory: PathLike, overwrite: bool) -> None:
                               "to replace it")
 
 
-def _replace(new: pathlib.Path, directory: pathlib.Path) -> None:
-    """Renames `new` to `directory`, moving an existing one aside first (removed after)."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(directory, old)
-    try:
-        os.replace(new, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def read_metadata(directory: PathLike) -> dict[str, Any]:
     """The validated metadata.json of a converted checkpoint."""
     path = pathlib.Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {METADATA_FILE}; not a converted checkpoint "
-                                "(make one with `python -m convert_weights`)")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = variables_io.read_metadata(
+        directory, "a converted checkpoint (make one with `python -m convert_weights`)")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: 'format' is not {FORMAT!r}")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -279,15 +245,9 @@ def load(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     strictly against the ResNet of `metadata['architecture']`; `metadata` is the parsed
     metadata.json (source, preprocessing, input file and sha256, ...).
     """
-    import orbax.checkpoint as ocp
-
     directory = pathlib.Path(directory).absolute()
     metadata = read_metadata(directory)
-    path = directory / VARIABLES_DIR
-    if not path.is_dir():
-        raise FileNotFoundError(f"{directory}: no {VARIABLES_DIR}/ (Orbax checkpoint) directory")
-    with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(path)
+    restored = variables_io.read_variables(directory)
     variables = {c: restored.get(c, {}) for c in COLLECTIONS}
     extra = sorted(set(restored) - set(COLLECTIONS))
     problems = [f"unexpected collection {c!r}" for c in extra]

@@ -12,21 +12,18 @@ member's row and its preprocessing.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import shutil
-import uuid
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sourcematters_jax import variables_io
+
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FORMAT = "sourcematters_jax.member"
-EXPORT_METADATA = "metadata.json"
-EXPORT_VARIABLES = "variables"
 
 
 class ProgramCheckpoints:
@@ -130,29 +127,14 @@ def export_member(workdir: str | os.PathLike, member: str | int,
     if directory.exists():
         raise FileExistsError(f"{directory} exists; choose a new directory for the export")
     variables, metadata = load_member(workdir, member)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / EXPORT_VARIABLES, variables)
-            ckptr.wait_until_finished()
-        (tmp / EXPORT_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return variables_io.write(directory, variables, metadata)
 
 
 def read_exported(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """(variables, metadata) of a directory written by `export_member`."""
     directory = pathlib.Path(directory).absolute()
-    meta_path = directory / EXPORT_METADATA
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory}: no {EXPORT_METADATA}; not an exported member")
-    metadata = json.loads(meta_path.read_text())
+    metadata = variables_io.read_metadata(directory, "an exported member")
     if metadata.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{meta_path}: 'format' is not {EXPORT_FORMAT!r}")
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(directory / EXPORT_VARIABLES)
-    return dict(variables), metadata
+        raise ValueError(f"{directory / variables_io.METADATA_FILE}: 'format' is not "
+                         f"{EXPORT_FORMAT!r}")
+    return variables_io.read_variables(directory), metadata
