@@ -46,6 +46,8 @@ def setup_job() -> None:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)
+    if not logging.getLogger().handlers:  # e.g. a submitit job: log to its stderr file
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("jax").setLevel(logging.WARNING)
     absl = logging.getLogger("absl")

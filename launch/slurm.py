@@ -12,11 +12,17 @@ every task calls `jax.distributed.initialize()`, which reads the Slurm environme
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any, Mapping, Sequence
 
 import ml_collections
-import submitit
+
+# submitit configures logging with logging.config.dictConfig at import, which closes every handler
+# the host program already has (e.g. its console log). Keep ours: submitit's records still reach
+# the root logger's handlers. Set SUBMITIT_LOG_LEVEL yourself to get submitit's own set-up.
+os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+import submitit  # noqa: E402
 
 from launch import plan as plan_lib
 from launch import program as program_lib

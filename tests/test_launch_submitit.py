@@ -48,6 +48,16 @@ def test_two_program_smoke_sweep_then_relaunch_skips_both(tmp_path, capsys):
     assert out.count("finished") >= 2
     assert not plan_lib.load_plan(root).pending()
 
+    # An interrupted program (checkpoints but no results.csv) is the only one run again, here as
+    # a subprocess of the local executor; it resumes from its checkpoint to the same results.
+    before = (root / "program_001" / "results.csv").read_text()
+    (root / "program_001" / "results.csv").unlink()
+    assert sweep.main(argv[:2] + ["--executor=local", "--processes=2"] + argv[3:]) == 0
+    out = capsys.readouterr().out
+    assert "(capacity 1; 1 to run)" in out and "program_001: done" in out and "program_000: started" not in out
+    assert (root / "program_001" / "results.csv").read_text() == before
+    assert (root / "logs" / "program_001.log").is_file()
+
     # The job entry point with --distributed: jax.distributed.initialize() (a one-process
     # "cluster" on localhost here), then both programs are found finished and skipped.
     with socket.socket() as s:
