@@ -9,7 +9,8 @@ The reference is `keras.applications.ResNet50(include_top=False, pooling='avg')`
 
 Every convolution has a bias and every BatchNorm uses epsilon 1.001e-5 and momentum 0.99, as in
 Keras. Strided ops use explicit zero padding plus VALID, never 'SAME', so feature maps align with
-Keras at any input size. The parameter tree is flat: `params['conv2_block1_1_conv']['kernel']`,
+Keras at any input size. 1x1 convolutions are computed as channel matmuls (`Conv1x1`: same
+parameters and result, much faster training on XLA:CPU). The parameter tree is flat: `params['conv2_block1_1_conv']['kernel']`,
 `batch_stats['conv2_block1_1_bn']['mean']`, so converting Keras weights is a rename. Width and
 blocks per stage are fields, so tests run tiny models through the very same code.
 """
@@ -20,6 +21,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # keras.applications.resnet settings.
@@ -31,6 +33,34 @@ RESNET50_STAGE_SIZES = (3, 4, 6, 3)
 def _zero_pad(x: jnp.ndarray, pad: int) -> jnp.ndarray:
     """Keras ZeroPadding2D(pad) on NHWC input."""
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+class Conv1x1(nn.Module):
+    """Keras Conv2D(features, 1, strides, padding='valid', use_bias=True) as a channel matmul.
+
+    The same parameters as `nn.Conv(features, (1, 1))` (kernel [1, 1, C_in, C_out], bias), made
+    in the same order, so initialisation and weight conversion are unchanged; the output equals
+    the convolution's up to float rounding. Why: XLA:CPU trains dots much faster than 1x1
+    convolutions (their gradients become transposes plus slower kernels); ResNet50's training
+    step is about 1.4x faster on CPU (docs/performance.md), and a dot is as fast on GPU/TPU.
+    """
+
+    features: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.glorot_uniform()
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features),
+                            jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jax.lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+        return y + bias
 
 
 class ResNet(nn.Module):
@@ -82,20 +112,20 @@ class ResNet(nn.Module):
             use_fast_variance=False,
             dtype=self.dtype,
         )
+        conv1x1 = functools.partial(Conv1x1, dtype=self.dtype)
         bn_mask = None if mask is None else jnp.asarray(mask, bool)[:, None, None, None]
 
         def bottleneck(h, filters: int, strides: int, projection: bool, name: str):
             if projection:
-                shortcut = conv(4 * filters, (1, 1), strides=strides, padding="VALID",
-                                name=f"{name}_0_conv")(h)
+                shortcut = conv1x1(4 * filters, strides=strides, name=f"{name}_0_conv")(h)
                 shortcut = norm(name=f"{name}_0_bn")(shortcut, mask=bn_mask)
             else:
                 shortcut = h
-            h = conv(filters, (1, 1), strides=strides, padding="VALID", name=f"{name}_1_conv")(h)
+            h = conv1x1(filters, strides=strides, name=f"{name}_1_conv")(h)
             h = nn.relu(norm(name=f"{name}_1_bn")(h, mask=bn_mask))
             h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
             h = nn.relu(norm(name=f"{name}_2_bn")(h, mask=bn_mask))
-            h = conv(4 * filters, (1, 1), padding="VALID", name=f"{name}_3_conv")(h)
+            h = conv1x1(4 * filters, name=f"{name}_3_conv")(h)
             h = norm(name=f"{name}_3_bn")(h, mask=bn_mask)
             return nn.relu(shortcut + h)
 
