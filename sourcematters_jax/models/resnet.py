@@ -10,9 +10,10 @@ The reference is `keras.applications.ResNet50(include_top=False, pooling='avg')`
 Every convolution has a bias and every BatchNorm uses epsilon 1.001e-5 and momentum 0.99, as in
 Keras. Strided ops use explicit zero padding plus VALID, never 'SAME', so feature maps align with
 Keras at any input size. 1x1 convolutions are computed as channel matmuls (`Conv1x1`: same
-parameters and result, much faster training on XLA:CPU). The parameter tree is flat: `params['conv2_block1_1_conv']['kernel']`,
-`batch_stats['conv2_block1_1_bn']['mean']`, so converting Keras weights is a rename. Width and
-blocks per stage are fields, so tests run tiny models through the very same code.
+parameters and result, much faster training on XLA:CPU). The parameter tree is flat:
+`params['conv2_block1_1_conv']['kernel']`, `batch_stats['conv2_block1_1_bn']['mean']`, so
+converting Keras weights is a rename. Width and blocks per stage are fields, so tests run tiny
+models through the very same code.
 """
 
 from __future__ import annotations
