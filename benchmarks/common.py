@@ -110,12 +110,16 @@ def time_calls(call: Callable[[], Any], warmup: int, steps: int) -> dict[str, An
         call()
         if i == 0:
             first = time.perf_counter() - t
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     return {"first_call_s": None if first is None else round(first, 4),
             "step_s": [round(x, 4) for x in times],
             "step_median_s": round(statistics.median(times), 4),
-            "step_min_s": round(min(times), 4)}
+            "step_min_s": round(min(times), 4),
+            # CPU seconds of all this process's threads per step: the work a step costs,
+            # less sensitive than wall time to other processes sharing the cores.
+            "step_cpu_median_s": round(statistics.median(cpu), 4)}

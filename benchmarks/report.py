@@ -78,34 +78,34 @@ def table(report: Mapping[str, Any]) -> str:
         f"(XLA cost analysis): {_fmt((report['summary'].get('flops_member_step') or 0) / 1e9, '.4g')} G",
         "",
         "| strategy | devices | M | member-img/s | img/s per member | x one-by-one | x Keras "
-        "| compile s | step s | GFLOP/s | util | peak RSS MiB | load 1m |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| compile s | step s | CPU s/step | GFLOP/s | util | peak RSS MiB | load 1m |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keras = report.get("keras")
     if keras:
         if "error" in keras:
-            lines.append(f"| keras (peer) | 1 | 1 | error: {keras['error'][:80]} |||||||||")
+            lines.append(f"| keras (peer) | 1 | 1 | error: {keras['error'][:80]} ||||||||||")
         else:
             lines.append(
                 f"| {keras['strategy']} (peer) | 1 | 1 | {keras['member_images_per_s']:.2f} | "
                 f"{keras['images_per_s_per_member']:.2f} | - | 1.00 | {keras['compile_s']:.1f} | "
-                f"{keras['step_median_s']:.3f} | {_fmt(keras.get('useful_gflops_per_s'), '.1f')} | "
+                f"{keras['step_median_s']:.3f} | {_fmt(keras.get('step_cpu_median_s'), '.3f')} | {_fmt(keras.get('useful_gflops_per_s'), '.1f')} | "
                 f"{_fmt(keras.get('utilisation'), '.1%')} | {keras['peak_rss_mib']:.0f} | "
                 f"{keras['load_before'][0]:.2f} |")
     for c in report["cells"]:
         head = f"| {c['strategy']} | {c['devices']} | {c['members']} |"
         if "error" in c:
-            lines.append(f"{head} error: {c['error'][:100]} ||||||||||")
+            lines.append(f"{head} error: {c['error'][:100]} |||||||||||")
             continue
         lines.append(
             f"{head} {c['member_images_per_s']:.2f} | {c['images_per_s_per_member']:.2f} | "
             f"{_fmt(c.get('vs_one_by_one'))} | {_fmt(c.get('vs_keras'))} | {c['compile_s']:.1f} | "
-            f"{c['step_median_s']:.3f} | {_fmt(c.get('useful_gflops_per_s'), '.1f')} | "
+            f"{c['step_median_s']:.3f} | {_fmt(c.get('step_cpu_median_s'), '.3f')} | {_fmt(c.get('useful_gflops_per_s'), '.1f')} | "
             f"{_fmt(c.get('utilisation'), '.1%')} | {c['peak_rss_mib']:.0f} | "
             f"{c['load_before'][0]:.2f} |")
     for s in report.get("skipped", []):
         lines.append(f"| {s['strategy']} | {s['devices']} | {s['members']} | skipped: "
-                     f"{s['reason']} ||||||||||")
+                     f"{s['reason']} |||||||||||")
     best = report["summary"].get("best")
     if best:
         lines += ["", f"Fastest: {best['strategy']} over {best['devices']} device(s), "
@@ -113,6 +113,7 @@ def table(report: Mapping[str, Any]) -> str:
                       f"({_fmt(best.get('vs_one_by_one'))}x one-by-one, "
                       f"{_fmt(best.get('vs_keras'))}x Keras)."]
     lines += ["", "member-img/s = M x batch / median step time; x one-by-one: vs 'loop' on 1 "
-              "device with the same M; x Keras: vs the one-model Keras row; GFLOP/s: useful "
+              "device with the same M; x Keras: vs the one-model Keras row; CPU s/step: CPU time of "
+              "all the process's threads per step (the work, less sensitive to other load); GFLOP/s: useful "
               "(M x one member's step FLOPs) per second; util: GFLOP/s / matmul peak."]
     return "\n".join(lines)
