@@ -10,12 +10,12 @@ A member's device memory is its training state plus the activations of its train
 no FLOPs). The activation bytes per image are measured, not guessed: a single-member training step
 (forward, backward, BN updates) of the config's model at the config's image size is lowered and
 compiled for batch 1 and batch 2, and XLA's `compiled.memory_analysis().temp_size_in_bytes` gives
-the working memory of each; their difference is the per-image cost and the rest the constant. This
-is the platform the launcher runs on (compile for the target if you can: XLA:GPU/TPU fuse
-differently, usually for less memory than XLA:CPU, so a CPU estimate errs on the safe side).
-Examples (float32, XLA:CPU): ResNet50 at 224 px is 23.5 M params (0.47 GB of state) and about
-125 MB of activations per image, so one member at the study's batch 256 needs about 32 GB;
-the demo's tiny ResNet at 64 px needs about 0.7 MB per image.
+the working memory of each; their difference is the per-image cost and the rest the constant. The
+compile targets the launcher's own backend: run the launcher on the target platform when you can,
+since XLA:GPU/TPU fuse (and so allocate) differently from XLA:CPU.
+Examples (float32, XLA:CPU): ResNet50 at 224 px is 23.5 M params (449 MiB of state) and about
+117 MiB of activations per image, so one member at the study's batch 256 needs about 30 GiB;
+the demo's tiny ResNet at 64 px needs about 0.5 MiB per image.
 
 With execution strategy 'vmap' (and 'auto', counted as vmap to be safe) every member's
 activations live at once; with 'loop' or 'lax_map' members take turns, so only one member's

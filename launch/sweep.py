@@ -89,17 +89,41 @@ def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
     tpu.add_argument("--tpu_python", default="python3", help="python on the TPU VM workers")
 
     parser.add_argument("--distributed", action="store_true",
-                        help="jax.distributed.initialize() in every program (programs spanning "
-                             "hosts); implied by --executor=tpu and by --nodes/--tasks_per_node > 1")
+                        help="jax.distributed.initialize() in every program, for programs spanning "
+                             "hosts (slurm executors); implied by --nodes/--tasks_per_node > 1 and "
+                             "always on for --executor=tpu")
     return parser
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(arguments for the parser, --config.KEY=VALUE overrides)."""
+    """(arguments for the parser, --config.KEY=VALUE overrides); an override without '=' is an error."""
     args, overrides = [], []
     for arg in argv:
-        (overrides if arg.startswith("--config.") else args).append(arg)
+        if arg.startswith("--config."):
+            overrides.append(config_io.normalize_override(arg))
+        else:
+            args.append(arg)
     return args, overrides
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject flag values that cannot work, naming the flag."""
+    for flag in ("members_per_program", "devices_per_program", "cpus_per_task", "mem_gb",
+                 "gpus_per_node", "array_parallelism"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    for flag in ("processes", "nodes", "tasks_per_node", "timeout_min"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not 0.0 <= args.reserve_fraction < 1.0:
+        parser.error(f"--reserve_fraction must lie in [0, 1), got {args.reserve_fraction}")
+    if args.device_memory_gib < 0:
+        parser.error(f"--device_memory_gib must be >= 0, got {args.device_memory_gib}")
+    if args.executor == "local" and args.distributed:
+        parser.error("--distributed needs a multi-host executor (slurm, tpu); to run one program "
+                     "across hosts by hand, run `python -m launch.program --distributed` on each")
+    if args.executor == "tpu" and not (args.tpu_name and args.tpu_zone):
+        parser.error("--executor=tpu needs --tpu_name (one or more) and --tpu_zone")
 
 
 def capacity_for(args: argparse.Namespace, config) -> tuple[int, dict]:
@@ -146,13 +170,22 @@ def slurm_parameters(args: argparse.Namespace) -> dict:
     return params
 
 
-def run(args: argparse.Namespace, overrides: Sequence[str]) -> plan_lib.Plan:
-    """Plan the sweep and run its pending programs with `args.executor`; returns the plan."""
+def plan_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> plan_lib.Plan:
+    """Load the config, choose the capacity and pack the sweep (or check the root's manifest).
+
+    Raises:
+      FileNotFoundError, KeyError, ValueError: bad config, override, budget or a different sweep
+        in the root; the message says which.
+    """
     config = config_io.load_config(args.config, overrides)
     root_has_manifest = (pathlib.Path(args.root) / plan_lib.MANIFEST).is_file()
     capacity, notes = (0, {}) if root_has_manifest else capacity_for(args, config)
-    plan = plan_lib.make_plan(args.root, config, max(capacity, 1), config_spec=args.config,
+    return plan_lib.make_plan(args.root, config, max(capacity, 1), config_spec=args.config,
                               overrides=overrides, notes=notes)
+
+
+def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
+    """Run the plan's pending programs with `args.executor`, then collect the results."""
     print_plan(plan, args.show_members)
     pending = plan.pending()
     distributed = args.distributed or args.nodes > 1 or args.tasks_per_node > 1
@@ -194,16 +227,26 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> plan_lib.Plan:
         plan_lib.write_manifest(plan)
         if not plan.pending():
             print(f"all {len(plan.programs)} programs finished; results: {plan_lib.collect_results(plan)}")
-    return plan
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser_args, overrides = split_overrides(argv)
-    args = build_parser().parse_args(parser_args)
+    parser = build_parser()
+    try:
+        parser_args, overrides = split_overrides(argv)
+    except ValueError as e:
+        parser.error(str(e))
+    args = parser.parse_args(parser_args)
+    check_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     program_lib.setup_job()
-    run(args, overrides)
+    try:
+        plan = plan_sweep(args, overrides)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    run(plan, args)
     return 0
 
 

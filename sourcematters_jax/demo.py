@@ -129,18 +129,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sourcematters_jax.results import report
 
     root = pathlib.Path(args.root).absolute()
+    if not any(o.startswith("--config.data_dir=") for o in overrides):
+        overrides.append(f"--config.data_dir={root / DATA_DIR}")
+    spec = args.config or default_config_path()
+    try:
+        config = config_io.load_config(spec, overrides)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"sourcematters demo: error: {message}", file=sys.stderr)
+        return 2
     if args.fresh and root.exists():
         for path in root.iterdir():  # keep the built dataset: --fresh retrains, it does not rebuild
             if path.name != DATA_DIR:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if not any(o.startswith("--config.data_dir=") for o in overrides):
-        overrides.append(f"--config.data_dir={root / DATA_DIR}")
-    spec = args.config or default_config_path()
-    config = config_io.load_config(spec, overrides)
     members = plan_lib.sweep_members(config)
     capacity = args.members_per_program or len(members)
-    plan = plan_lib.make_plan(root, config, capacity, config_spec=spec, overrides=overrides,
-                              notes={"members_per_program": f"{capacity} (demo)"})
+    try:
+        plan = plan_lib.make_plan(root, config, capacity, config_spec=spec, overrides=overrides,
+                                  notes={"members_per_program": f"{capacity} (demo)"})
+    except ValueError as e:  # the root holds another demo's runs
+        print(f"sourcematters demo: error: {e} (or pass --fresh)", file=sys.stderr)
+        return 2
     print(f"sourcematters demo: {len(members)} members ({config.experiment} confounder on "
           f"{config.dataset}, p_art {sorted({m.p_art for m in members})}, sources "
           f"{sorted({m.source for m in members})}, seeds {sorted({m.seed for m in members})}), "

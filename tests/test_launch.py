@@ -114,5 +114,14 @@ def test_sweep_dry_run_plans_without_writing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "180 members in 3 programs" in out and "program_002  members   120:180" in out
     assert not root.exists()
-    with pytest.raises(KeyError, match="batchsize"):
-        sweep.main([f"--config={TAG}", f"--root={root}", "--dry_run", "--config.batchsize=64"])
+    assert sweep.main([f"--config={TAG}", f"--root={root}", "--dry_run", "--config.batchsize=64"]) == 2
+    assert "error: unknown config key 'batchsize'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # flag errors name the flag (argparse exits with status 2)
+        sweep.main([f"--config={TAG}", f"--root={root}", "--dry_run", "--processes=0"])
+    assert "--processes must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main([f"--config={TAG}", f"--root={root}", "--executor=tpu", "--tpu_name=vm"])
+    assert "--tpu_zone" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main([f"--config={TAG}", f"--root={root}", "--dry_run", "--config.batch_size", "64"])
+    assert "--config.KEY=VALUE" in capsys.readouterr().err
