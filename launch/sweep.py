@@ -1,4 +1,4 @@
-"""`sourcematters sweep` (also `python -m launch`): plan a config's sweep and run its programs.
+r"""`sourcematters sweep` (also `python -m launch`): plan a config's sweep and run its programs.
 
     sourcematters sweep --config=configs/tag.py:weights=W [--config.KEY=VALUE ...] --root=DIR \
         [--executor=local|slurm|submitit_local|tpu] [budget flags] [executor flags] [--dry_run]
@@ -35,9 +35,9 @@ def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
         epilog="Config overrides: any --config.KEY=VALUE (e.g. --config.batch_size=64, "
                "--config.sweep.seed='(1,2,3)') is applied after loading, as in training; "
                "an unknown KEY is an error.")
-    parser.add_argument("--config", required=True,
+    parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
                         help="config file, optionally with its argument: configs/tag.py:p_art=0+1")
-    parser.add_argument("--root", required=True,
+    parser.add_argument("--root", required=True, metavar="DIR",
                         help="sweep root: holds sweep.json, program_NNN/ workdirs, results.csv")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: this machine; slurm: a submitit job array; submitit_local: the "
@@ -47,46 +47,46 @@ def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
     parser.add_argument("--show_members", action="store_true", help="print the member table too")
 
     budget = parser.add_argument_group("programs: how many members each one trains")
-    budget.add_argument("--members_per_program", type=int, default=0,
+    budget.add_argument("--members_per_program", type=int, default=0, metavar="N",
                         help="fixed program capacity; 0 = estimate it from the memory budget")
-    budget.add_argument("--device_memory_gib", type=float, default=0.0,
+    budget.add_argument("--device_memory_gib", type=float, default=0.0, metavar="GIB",
                         help="memory of one target device in GiB (e.g. 80 for an H100, 16 for a TPU "
                              "v5e chip); 0 = this machine's accelerator, or half its RAM on CPU")
-    budget.add_argument("--devices_per_program", type=int, default=0,
+    budget.add_argument("--devices_per_program", type=int, default=0, metavar="N",
                         help="devices one program shards its members over; 0 = "
                              "config.execution.num_devices, or this machine's device count")
-    budget.add_argument("--reserve_fraction", type=float, default=0.1,
+    budget.add_argument("--reserve_fraction", type=float, default=0.1, metavar="F",
                         help="share of device memory kept for the data pool and the runtime")
 
     local = parser.add_argument_group("local executor")
-    local.add_argument("--processes", type=int, default=1,
+    local.add_argument("--processes", type=int, default=1, metavar="N",
                        help="programs at once; 1 = one after another in this process, N > 1 = "
                             "N subprocesses (logs in ROOT/logs/)")
 
     slurm = parser.add_argument_group("slurm / submitit_local executors")
-    slurm.add_argument("--slurm_partition", default="", help="Slurm partition")
-    slurm.add_argument("--slurm_account", default="", help="Slurm account")
-    slurm.add_argument("--timeout_min", type=int, default=24 * 60,
+    slurm.add_argument("--slurm_partition", default="", metavar="NAME", help="Slurm partition")
+    slurm.add_argument("--slurm_account", default="", metavar="NAME", help="Slurm account")
+    slurm.add_argument("--timeout_min", type=int, default=24 * 60, metavar="MIN",
                        help="job time limit in minutes (preempted or timed-out jobs are requeued)")
-    slurm.add_argument("--nodes", type=int, default=1,
+    slurm.add_argument("--nodes", type=int, default=1, metavar="N",
                        help="nodes per program; > 1 runs one program across nodes (jax.distributed)")
-    slurm.add_argument("--tasks_per_node", type=int, default=1, help="processes per node")
-    slurm.add_argument("--gpus_per_node", type=int, default=0, help="GPUs per node")
-    slurm.add_argument("--cpus_per_task", type=int, default=0, help="CPUs per task (0 = Slurm default)")
-    slurm.add_argument("--mem_gb", type=int, default=0, help="host memory per node (0 = Slurm default)")
-    slurm.add_argument("--array_parallelism", type=int, default=0,
+    slurm.add_argument("--tasks_per_node", type=int, default=1, metavar="N", help="processes per node")
+    slurm.add_argument("--gpus_per_node", type=int, default=0, metavar="N", help="GPUs per node")
+    slurm.add_argument("--cpus_per_task", type=int, default=0, metavar="N", help="CPUs per task (0 = Slurm default)")
+    slurm.add_argument("--mem_gb", type=int, default=0, metavar="GB", help="host memory per node (0 = Slurm default)")
+    slurm.add_argument("--array_parallelism", type=int, default=0, metavar="N",
                        help="at most this many programs at once (0 = no limit)")
     slurm.add_argument("--no_wait", action="store_true",
                        help="return after submitting instead of waiting for the jobs")
 
     tpu = parser.add_argument_group("tpu executor")
-    tpu.add_argument("--tpu_name", action="append", default=[],
+    tpu.add_argument("--tpu_name", action="append", default=[], metavar="NAME",
                      help="a TPU VM to run programs on; repeat for several (programs go round-robin)")
-    tpu.add_argument("--tpu_zone", default="", help="zone of the TPU VMs")
-    tpu.add_argument("--tpu_project", default="", help="Google Cloud project (default: gcloud's)")
-    tpu.add_argument("--tpu_repo_dir", default="~/sourcematters-jax",
+    tpu.add_argument("--tpu_zone", default="", metavar="ZONE", help="zone of the TPU VMs")
+    tpu.add_argument("--tpu_project", default="", metavar="PROJECT", help="Google Cloud project (default: gcloud's)")
+    tpu.add_argument("--tpu_repo_dir", default="~/sourcematters-jax", metavar="DIR",
                      help="checkout of this repository on every TPU VM worker")
-    tpu.add_argument("--tpu_python", default="python3", help="python on the TPU VM workers")
+    tpu.add_argument("--tpu_python", default="python3", metavar="PYTHON", help="python on the TPU VM workers")
 
     parser.add_argument("--distributed", action="store_true",
                         help="jax.distributed.initialize() in every program, for programs spanning "
