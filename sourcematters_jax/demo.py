@@ -3,10 +3,11 @@
     sourcematters demo [--root=workdirs/demo] [--fresh] [--config=configs/demo.py[:ARG]] [--config.KEY=VALUE ...]
 
 What it runs (configs/demo.py): the tag confounder at p_art 0 / 0.5 / 1, random init, three seeds,
-a tiny ResNet on 64 px images, through the same launcher as a real sweep (`launch`: plan, manifest,
+a tiny ResNet on 64 px images for 20 epochs, through the same launcher as a real sweep (`launch`: plan, manifest,
 programs, resume). Then it writes the report (`sourcematters report`: summary table, figures,
 statistics) and prints a short table of i.i.d. vs o.o.d. AUC per p_art and where every output is.
-The shortcut shows as o.o.d. AUC at p_art=1 far below p_art=0 while i.i.d. AUC stays high.
+The shortcut shows as o.o.d. AUC at p_art=1 far below p_art=0 while i.i.d. AUC stays high (it
+rises with p_art, as the tag helps). The synthetic dataset is built once into ROOT/tfds.
 Running it again skips finished programs (use --fresh to start over).
 """
 
@@ -40,15 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__.split("\n\n", 1)[1],
         epilog="Any --config.KEY=VALUE overrides a field of the demo config (e.g. "
                "--config.num_epochs=3 for a quicker, weaker run).")
-    parser.add_argument("--root", default=DEFAULT_ROOT,
+    parser.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR",
                         help=f"output directory (default {DEFAULT_ROOT}, relative to the current one)")
-    parser.add_argument("--config", default=None,
+    parser.add_argument("--config", default=None, metavar="FILE[:ARG]",
                         help="config file and argument (default: configs/demo.py of this checkout), "
                              "e.g. configs/demo.py:seed=1+2+3+4+5")
     parser.add_argument("--fresh", action="store_true",
                         help="delete --root's runs and report first (keeping its built dataset, "
                              "ROOT/tfds) instead of resuming what is there")
-    parser.add_argument("--members_per_program", type=int, default=0,
+    parser.add_argument("--members_per_program", type=int, default=0, metavar="N",
                         help="members trained together in one program (default: all of them)")
     parser.add_argument("--quiet", action="store_true", help="no training progress, only the summary")
     return parser
