@@ -31,6 +31,40 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_busy_fraction(seconds: float = 2.0) -> float | None:
+    """Fraction of all cores busy over the next `seconds` (Linux /proc/stat); None elsewhere.
+
+    Unlike the load average (a 1-minute moving average, still high right after our own previous
+    child exits), this tells whether other processes are using the CPU now.
+    """
+    try:
+        total0, idle0 = _proc_stat()
+        time.sleep(seconds)
+        total1, idle1 = _proc_stat()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1.0 - (idle1 - idle0) / max(total1 - total0, 1), 3)
+
+
+def _proc_stat() -> tuple[int, int]:
+    """(total, idle) jiffies summed over all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+
+
+def wait_until_idle(max_busy: float, timeout_s: float, log: Callable[[str], None] = print
+                    ) -> dict[str, Any]:
+    """Before a child: wait (up to timeout_s) until under `max_busy` of the cores are in use."""
+    start = time.monotonic()
+    while True:
+        busy = cpu_busy_fraction()
+        if busy is None or busy < max_busy or time.monotonic() - start >= timeout_s:
+            return {"busy_before": busy, "waited_before_s": round(time.monotonic() - start, 1)}
+        log(f"CPU {busy:.0%} busy (other processes); waiting before the next cell")
+        time.sleep(10.0)
+
+
 def wait_for_quiet(max_load: float, timeout_s: float, poll_s: float = 20.0,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Poll until the 1-minute load average is below `max_load` or `timeout_s` passes.
@@ -72,6 +106,11 @@ def run_child(module: str, spec: Mapping[str, Any], env: Mapping[str, str], time
     """
     load_before = load_average()
     start = time.monotonic()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        stat0 = _proc_stat()
+    except (OSError, ValueError, IndexError):
+        stat0 = None
     cmd = [sys.executable, "-m", f"benchmarks.{module}", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True,
@@ -85,9 +124,20 @@ def run_child(module: str, spec: Mapping[str, Any], env: Mapping[str, str], time
         else:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
             result = {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
-    result["process_wall_s"] = round(time.monotonic() - start, 1)
+    wall = time.monotonic() - start
+    result["process_wall_s"] = round(wall, 1)
     result["load_before"] = load_before
     result["load_after"] = load_average()
+    if stat0 is not None:
+        # Cores busy with OTHER processes, averaged over the child's life: all busy CPU time
+        # of the machine minus the child's own (the contention the child ran under).
+        total1, idle1 = _proc_stat()
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy_s = ((total1 - stat0[0]) - (idle1 - stat0[1])) / ticks
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_s = (children1.ru_utime - children0.ru_utime
+                 + children1.ru_stime - children0.ru_stime)
+        result["others_busy_cores"] = round(max(busy_s - own_s, 0.0) / max(wall, 1e-9), 2)
     return result
 
 

@@ -25,7 +25,7 @@ MODELS = {
     "tiny": {"stage_sizes": (1, 1, 1, 1), "width": 8},
 }
 SEED = 812
-TRAIN_BATCHES = 4  # training-set size = 4 batches, so the step draws batches by index as in training
+TRAIN_BATCHES = 4  # training set = 4 batches: the step draws its batch by index, as in training
 
 
 def synthetic_members(num_members: int, pool_size: int, train_size: int, eval_size: int):

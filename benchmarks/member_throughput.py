@@ -34,7 +34,8 @@ import sys
 from typing import Any, Sequence
 
 from benchmarks import report as report_lib
-from benchmarks.common import child_env, load_average, run_child, wait_for_quiet
+from benchmarks.common import (child_env, load_average, run_child, wait_for_quiet,
+                               wait_until_idle)
 
 SCHEMA = "sourcematters-jax/member_throughput/v1"
 STRATEGIES = ("vmap", "lax_map", "loop")
@@ -68,6 +69,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma-separated subset of vmap,lax_map,loop")
     p.add_argument("--devices", type=_device_layouts, default=_device_layouts("1,all"),
                    help="host-device layouts, e.g. '1,all' or '1,2' (all = cores)")
+    p.add_argument("--max-members", action="append", default=[], metavar="STRATEGY=N",
+                   help="skip cells of STRATEGY with more than N members (repeatable), e.g. "
+                        "lax_map=1: it is pathologically slow on XLA:CPU")
     p.add_argument("--steps", type=int, default=3, help="timed steps per cell")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (compile + 1)")
     p.add_argument("--keras", choices=("graph", "xla", "both", "none"), default="graph",
@@ -77,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-load", type=float, default=1.5)
     p.add_argument("--wait-timeout", type=float, default=900.0,
                    help="seconds to wait for the load to drop (0 = do not wait)")
+    p.add_argument("--max-busy", type=float, default=0.25,
+                   help="before each cell, wait until under this fraction of the cores is busy")
+    p.add_argument("--cell-wait", type=float, default=300.0,
+                   help="seconds to wait for that before each cell (0 = do not wait)")
     p.add_argument("--cell-timeout", type=float, default=1800.0)
     p.add_argument("--json", type=pathlib.Path, help="write the full results here")
     p.add_argument("--table", type=pathlib.Path, help="also write the markdown table here")
@@ -87,11 +95,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown strategies {bad}; choose from {STRATEGIES}")
     if args.warmup < 1 or args.steps < 1 or min(args.members) < 1:
         p.error("--warmup, --steps and every member count must be >= 1")
+    try:
+        args.max_members = {k: int(v) for k, v in (x.split("=") for x in args.max_members)}
+    except ValueError:
+        p.error("--max-members takes STRATEGY=N")
     return args
 
 
 def plan_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(cells to run, skipped cells with the reason) in run order: layout, strategy, M."""
+    """(cells to run, skipped cells with the reason); cells in run order: M, layout, strategy."""
     cells, skipped = [], []
     for devices in args.devices:
         for strategy in args.strategies:
@@ -99,12 +111,18 @@ def plan_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dic
                 spec = {"model": args.model, "image_size": args.image_size,
                         "batch_size": args.batch_size, "members": m, "strategy": strategy,
                         "devices": devices, "warmup": args.warmup, "steps": args.steps}
-                if devices > 1 and m < devices:
+                limit = args.max_members.get(strategy)
+                if limit is not None and m > limit:
+                    skipped.append({**spec, "reason": f"--max-members {strategy}={limit}"})
+                elif devices > 1 and m < devices:
                     reason = ("same as 1 device" if strategy == "loop"
                               else f"fewer members than devices (pads to {devices})")
                     skipped.append({**spec, "reason": reason})
                 else:
                     cells.append(spec)
+    # Competing strategies for the same M run back to back (less drift between them).
+    order = {s: i for i, s in enumerate(args.strategies)}
+    cells.sort(key=lambda c: (c["members"], c["devices"], order[c["strategy"]]))
     return cells, skipped
 
 
@@ -149,8 +167,8 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": host_info(),
         "config": {k: getattr(args, k) for k in (
-            "model", "image_size", "batch_size", "members", "strategies", "devices", "steps",
-            "warmup", "keras", "matmul_size", "xla_flags")},
+            "model", "image_size", "batch_size", "members", "strategies", "devices", "max_members",
+            "steps", "warmup", "keras", "matmul_size", "xla_flags", "max_busy", "cell_wait")},
         "load": {"max_load": args.max_load, "waited_s": wait["waited_s"],
                  "quiet": wait["quiet"], "at_start": wait["load_at_start"]},
     }
@@ -167,8 +185,8 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         spec = {"model": args.model, "image_size": args.image_size,
                 "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps,
                 "jit_compile": jit}
-        peers.append(run_child("keras_peer", spec, child_env(
-            "", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES=""), args.cell_timeout))
+        peers.append(_measure(args, "keras_peer", spec, child_env(
+            "", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES=""), log))
         log(f"keras peer (jit_compile={jit}): {_brief(peers[-1])}")
     report["keras"] = peers[0] if peers else None
     report["keras_extra"] = peers[1:]
@@ -176,7 +194,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     results = []
     for spec in cells:
         env = child_env(_xla_flags(spec["devices"], args.xla_flags))
-        result = run_child("jax_cell", spec, env, args.cell_timeout)
+        result = _measure(args, "jax_cell", spec, env, log)
         results.append({**spec, **result})
         log(f"{spec['strategy']:>7} devices={spec['devices']} M={spec['members']}: "
             f"{_brief(results[-1])}")
@@ -185,17 +203,31 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
     loads = [c["load_before"][0] for c in results + peers if "load_before" in c]
     report["load"]["at_end"] = load_average()
     report["load"]["max_1min_before_cell"] = max(loads, default=None)
-    report["load"]["quiet"] = bool(wait["quiet"] and all(x < args.max_load for x in loads))
+    others = [c.get("others_busy_cores") for c in results + peers]
+    report["load"]["max_others_busy_cores"] = max((x for x in others if x is not None),
+                                                  default=None)
+    # Quiet: the load was low at the start and no cell ran next to a busy other process.
+    report["load"]["quiet"] = bool(wait["quiet"] and all(
+        x is None or x < args.max_busy * report["host"]["cores"] for x in others))
     report["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     report_lib.derive(report)
     return report
+
+
+def _measure(args: argparse.Namespace, module: str, spec: dict[str, Any], env: dict[str, str],
+             log) -> dict[str, Any]:
+    """One child, after waiting (up to --cell-wait) for other processes to leave the CPU."""
+    wait = (wait_until_idle(args.max_busy, args.cell_wait, log=log) if args.cell_wait > 0
+            else {})
+    return {**run_child(module, spec, env, args.cell_timeout), **wait}
 
 
 def _brief(result: dict[str, Any]) -> str:
     if "error" in result:
         return "ERROR " + result["error"]
     return (f"{result['member_images_per_s']:.2f} member-img/s, step {result['step_median_s']:.3f}"
-            f" s, compile {result.get('compile_s')} s, load {result['load_before'][0]}")
+            f" s, compile {result.get('compile_s')} s, load {result['load_before'][0]}, other "
+            f"processes {result.get('others_busy_cores')} cores")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -60,60 +60,86 @@ def derive(report: dict[str, Any]) -> None:
     }
 
 
+COLUMNS = ("strategy", "devices", "M", "member-img/s", "img/s per member", "x one-by-one",
+           "x Keras", "compile s", "step s", "CPU s/step", "GFLOP/s", "util", "peak RSS MiB",
+           "others' cores")
+LEGEND = ("member-img/s = M x batch / median step time; x one-by-one: vs 'loop' on 1 device with "
+          "the same M; x Keras: vs the one-model Keras row; CPU s/step: CPU time of all the "
+          "process's threads per step (the work done; less sensitive to other load than wall "
+          "time); GFLOP/s: useful (M x one member's step FLOPs) per second; util: GFLOP/s / "
+          "matmul peak; others' cores: cores kept busy by OTHER processes while the cell ran "
+          "(machine busy time minus the cell's own CPU time, averaged over its life).")
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _measured_row(name: str, c: Mapping[str, Any], vs_one: Any, vs_keras: Any) -> str:
+    return _row([
+        name, str(c.get("devices", 1)), str(c.get("members", 1)),
+        f"{c['member_images_per_s']:.2f}", f"{c['images_per_s_per_member']:.2f}",
+        _fmt(vs_one), _fmt(vs_keras), _fmt(c.get("compile_s"), ".1f"),
+        f"{c['step_median_s']:.3f}", _fmt(c.get("step_cpu_median_s"), ".3f"),
+        _fmt(c.get("useful_gflops_per_s"), ".1f"), _fmt(c.get("utilisation"), ".1%"),
+        _fmt(c.get("peak_rss_mib"), ".0f"), _fmt(c.get("others_busy_cores")),
+    ])
+
+
+def _note_row(name: str, devices: Any, members: Any, note: str) -> str:
+    return _row([name, str(devices), str(members), note] + [""] * (len(COLUMNS) - 4))
+
+
 def table(report: Mapping[str, Any]) -> str:
     """A markdown table of every cell plus the peer row, with a header naming the conditions."""
-    cfg, load = report["config"], report["load"]
+    cfg, load, host = report["config"], report["load"], report["host"]
     peak = report.get("matmul_peak") or {}
+    flops = (report["summary"].get("flops_member_step") or 0) / 1e9
+    others = [c.get("others_busy_cores") for c in report["cells"] + [report.get("keras") or {}]]
+    others = [x for x in others if x is not None]
+    busy = ("" if load.get("quiet") else
+            f" - BUSY MACHINE (above the {load['max_load']} asked for): absolute numbers are "
+            "lower bounds; compare rows by their ratios and CPU s/step")
     lines = [
         f"## member throughput: {cfg['model']}, {cfg['image_size']} px, batch "
         f"{cfg['batch_size']}, {cfg['steps']} timed steps after {cfg['warmup']} warm-up "
-        f"({report['host']['cpu']}, {report['host']['cores']} cores)",
+        f"({host['cpu']}, {host['cores']} cores)",
         "",
         f"Load average (1/5/15 min) at start {load['at_start']}, at end {load['at_end']}, "
-        f"highest before a cell {load['max_1min_before_cell']}"
-        + ("" if load.get("quiet") else f" - BUSY MACHINE: above the {load['max_load']} asked "
-           "for; numbers are lower bounds, ratios measured side by side"),
-        f"float32 matmul peak ({peak.get('size', '?')}^2): numpy {peak.get('numpy_gflops_per_s')}"
-        f" GFLOP/s, XLA {peak.get('jax_gflops_per_s')} GFLOP/s; useful FLOPs per member step "
-        f"(XLA cost analysis): {_fmt((report['summary'].get('flops_member_step') or 0) / 1e9, '.4g')} G",
+        f"highest before a cell {load['max_1min_before_cell']}; other processes kept "
+        f"{min(others, default=0):.2f}-{max(others, default=0):.2f} cores busy during the "
+        f"cells{busy}.",
+        f"float32 matmul peak ({peak.get('size', '?')}^2): numpy "
+        f"{peak.get('numpy_gflops_per_s')} GFLOP/s, XLA {peak.get('jax_gflops_per_s')} GFLOP/s; "
+        f"useful FLOPs per member step (XLA cost analysis): {flops:.4g} G.",
         "",
-        "| strategy | devices | M | member-img/s | img/s per member | x one-by-one | x Keras "
-        "| compile s | step s | CPU s/step | GFLOP/s | util | peak RSS MiB | load 1m |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        _row(COLUMNS),
+        _row(["---"] * len(COLUMNS)),
     ]
-    keras = report.get("keras")
-    if keras:
-        if "error" in keras:
-            lines.append(f"| keras (peer) | 1 | 1 | error: {keras['error'][:80]} ||||||||||")
-        else:
-            lines.append(
-                f"| {keras['strategy']} (peer) | 1 | 1 | {keras['member_images_per_s']:.2f} | "
-                f"{keras['images_per_s_per_member']:.2f} | - | 1.00 | {keras['compile_s']:.1f} | "
-                f"{keras['step_median_s']:.3f} | {_fmt(keras.get('step_cpu_median_s'), '.3f')} | {_fmt(keras.get('useful_gflops_per_s'), '.1f')} | "
-                f"{_fmt(keras.get('utilisation'), '.1%')} | {keras['peak_rss_mib']:.0f} | "
-                f"{keras['load_before'][0]:.2f} |")
-    for c in report["cells"]:
-        head = f"| {c['strategy']} | {c['devices']} | {c['members']} |"
-        if "error" in c:
-            lines.append(f"{head} error: {c['error'][:100]} |||||||||||")
+    for peer in [report.get("keras")] + list(report.get("keras_extra") or []):
+        if not peer:
             continue
-        lines.append(
-            f"{head} {c['member_images_per_s']:.2f} | {c['images_per_s_per_member']:.2f} | "
-            f"{_fmt(c.get('vs_one_by_one'))} | {_fmt(c.get('vs_keras'))} | {c['compile_s']:.1f} | "
-            f"{c['step_median_s']:.3f} | {_fmt(c.get('step_cpu_median_s'), '.3f')} | {_fmt(c.get('useful_gflops_per_s'), '.1f')} | "
-            f"{_fmt(c.get('utilisation'), '.1%')} | {c['peak_rss_mib']:.0f} | "
-            f"{c['load_before'][0]:.2f} |")
+        name = f"{peer.get('strategy', 'keras')} (peer)"
+        if "error" in peer:
+            lines.append(_note_row(name, 1, 1, "error: " + peer["error"][:100]))
+        else:
+            vs_keras = 1.0 if peer is report.get("keras") else None
+            lines.append(_measured_row(name, peer, None, vs_keras))
+    for c in report["cells"]:
+        if "error" in c:
+            lines.append(_note_row(c["strategy"], c["devices"], c["members"],
+                                   "error: " + c["error"][:100]))
+        else:
+            lines.append(_measured_row(c["strategy"], c, c.get("vs_one_by_one"),
+                                       c.get("vs_keras")))
     for s in report.get("skipped", []):
-        lines.append(f"| {s['strategy']} | {s['devices']} | {s['members']} | skipped: "
-                     f"{s['reason']} |||||||||||")
+        lines.append(_note_row(s["strategy"], s["devices"], s["members"],
+                               "skipped: " + s["reason"]))
     best = report["summary"].get("best")
     if best:
         lines += ["", f"Fastest: {best['strategy']} over {best['devices']} device(s), "
                       f"M={best['members']}: {best['member_images_per_s']:.2f} member-img/s "
                       f"({_fmt(best.get('vs_one_by_one'))}x one-by-one, "
                       f"{_fmt(best.get('vs_keras'))}x Keras)."]
-    lines += ["", "member-img/s = M x batch / median step time; x one-by-one: vs 'loop' on 1 "
-              "device with the same M; x Keras: vs the one-model Keras row; CPU s/step: CPU time of "
-              "all the process's threads per step (the work, less sensitive to other load); GFLOP/s: useful "
-              "(M x one member's step FLOPs) per second; util: GFLOP/s / matmul peak."]
+    lines += ["", LEGEND]
     return "\n".join(lines)

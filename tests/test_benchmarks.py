@@ -18,7 +18,8 @@ from benchmarks.common import child_env, run_child
 
 def _fake_child(module, spec, env, timeout_s):
     """Plausible child results, shaped like the real children's."""
-    common = {"process_wall_s": 1.0, "load_before": [0.5, 0.5, 0.5], "load_after": [0.6, 0.5, 0.5]}
+    common = {"process_wall_s": 1.0, "load_before": [0.5, 0.5, 0.5], "load_after": [0.6, 0.5, 0.5],
+              "others_busy_cores": 0.1}
     if module == "matmul_peak":
         return {"size": spec["size"], "numpy_gflops_per_s": 100.0, "jax_gflops_per_s": 80.0,
                 "peak_gflops_per_s": 100.0, **common}
@@ -50,7 +51,7 @@ def test_report_schema_and_table(monkeypatch, tmp_path, capsys):
     out = tmp_path / "bench.json"
     member_throughput.main(["--model", "tiny", "--image-size", "32", "--batch-size", "4",
                             "--members", "1,2", "--devices", "1,2", "--wait-timeout", "0",
-                            "--json", str(out)])
+                            "--cell-wait", "0", "--max-load", "1000", "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["schema"] == member_throughput.SCHEMA
     for key in ("command", "host", "config", "load", "matmul_peak", "keras", "cells", "skipped",
@@ -66,6 +67,7 @@ def test_report_schema_and_table(monkeypatch, tmp_path, capsys):
     assert report["summary"]["best"]["strategy"] == "loop"
     table = capsys.readouterr().out
     assert "keras (peer)" in table and "util" in table and "skipped" in table
+    assert report["load"]["quiet"] is True
 
 
 def test_matmul_peak_child_runs():
