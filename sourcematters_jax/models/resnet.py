@@ -64,6 +64,35 @@ class Conv1x1(nn.Module):
         return y + bias
 
 
+class SmallMapConv3x3(nn.Module):
+    """Keras Conv2D(features, 3, padding='same', use_bias=True) on a map smaller than 3x3.
+
+    Computed as a matmul over the 9 taps of the zero-padded input (im2col), with the parameters
+    of `nn.Conv(features, (3, 3))`. Why: when the window is larger than the input (ResNet50's
+    last stage at <= 64 px input), XLA's algebraic simplifier swaps the convolution's operands
+    and XLA:CPU then runs it, and its gradient, as a naive loop (docs/performance.md). The maps
+    here are at most 2x2, so the 9x patch tensor is small.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.glorot_uniform()
+    bias_init: Any = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        n, h, w, c = x.shape
+        kernel = self.param("kernel", self.kernel_init, (3, 3, c, self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        xp = _zero_pad(x, 1)
+        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)],
+                                  axis=-1)  # [N, H, W, 9C], tap-major like kernel.reshape
+        y = jax.lax.dot_general(patches, kernel.reshape(9 * c, self.features),
+                                (((3,), (0,)), ((), ())))
+        return y + bias
+
+
 class ResNet(nn.Module):
     """Keras ResNet v1 backbone (bottleneck blocks) returning globally average-pooled features.
 
@@ -124,7 +153,10 @@ class ResNet(nn.Module):
                 shortcut = h
             h = conv1x1(filters, strides=strides, name=f"{name}_1_conv")(h)
             h = nn.relu(norm(name=f"{name}_1_bn")(h, mask=bn_mask))
-            h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
+            if min(h.shape[1:3]) >= 3:
+                h = conv(filters, (3, 3), padding="SAME", name=f"{name}_2_conv")(h)
+            else:
+                h = SmallMapConv3x3(filters, dtype=self.dtype, name=f"{name}_2_conv")(h)
             h = nn.relu(norm(name=f"{name}_2_bn")(h, mask=bn_mask))
             h = conv1x1(4 * filters, name=f"{name}_3_conv")(h)
             h = norm(name=f"{name}_3_bn")(h, mask=bn_mask)
