@@ -36,6 +36,7 @@ from typing import Any, Sequence
 from benchmarks import report as report_lib
 from benchmarks.common import (child_env, load_average, run_child, wait_for_quiet,
                                wait_until_idle)
+from sourcematters_jax.host_devices import available_cores
 
 SCHEMA = "sourcematters-jax/member_throughput/v1"
 STRATEGIES = ("vmap", "lax_map", "loop")
@@ -47,7 +48,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _device_layouts(text: str) -> list[int]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     out = []
     for item in text.split(","):
         n = (cores or 1) if item.strip() == "all" else int(item)
@@ -145,8 +146,7 @@ def host_info() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
+    return {"cpu": cpu, "cores": available_cores(), "memory_gib": mem, "python": platform.python_version(),
             "versions": versions, "hostname": platform.node()}
 
 

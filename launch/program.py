@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pathlib
 import sys
 from typing import Sequence
@@ -27,6 +26,7 @@ from typing import Sequence
 import ml_collections
 
 from launch import plan as plan_lib
+from sourcematters_jax.host_devices import use_one_host_device_per_core
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,7 @@ def setup_job() -> None:
     over the cores); XLA reads XLA_FLAGS when the backend starts, so this must run before the
     first JAX computation. An explicit count in XLA_FLAGS is kept.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count or 1}".strip()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    use_one_host_device_per_core()
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)

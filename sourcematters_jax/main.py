@@ -12,19 +12,9 @@ once. On CPU the program uses one XLA host device per core unless XLA_FLAGS alre
 faster on multi-core CPUs than one device does.
 """
 
-import os
+from sourcematters_jax.host_devices import use_one_host_device_per_core
 
-
-def _default_host_device_count() -> None:
-    """One XLA host device per available core, unless XLA_FLAGS sets a count (before JAX loads)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count or 1}".strip()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-_default_host_device_count()
+use_one_host_device_per_core()  # before anything imports JAX
 
 import logging as py_logging  # noqa: E402
 
