@@ -232,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     devices = packing.select_devices(config.execution.num_devices)
     strategy = packing.resolve_strategy(config.execution.strategy, devices[0].platform,
-                                        config.image_size)
+                                        model_width=config.model.width,
+                                        num_members=len(members), num_devices=len(devices))
     runner = _runner(strategy, len(members), tuple(d.id for d in devices))
     key = (tuple(sorted(config.model.to_dict().items())), float(config.dropout_rate),
            (config.learning_rate, config.adam_b1, config.adam_b2, config.adam_eps),

@@ -32,6 +32,9 @@ from sourcematters_jax.train.step import Examples, MemberArrays
 
 MEMBER_AXIS = "members"
 STRATEGIES = ("vmap", "lax_map", "loop")
+# On CPU, members at least this wide (ResNet50's 64) train faster as M single-member programs
+# spread over the host devices ('loop') than vmapped: benchmarks/results/*_cpu2_resnet50_*.md.
+CPU_LOOP_MIN_WIDTH = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,11 +101,16 @@ def stack_trees(trees: Sequence[Any]) -> Any:
 # Runners
 # ---------------------------------------------------------------------------------------------
 
-def resolve_strategy(strategy: str, platform: str, image_size: int) -> str:
-    """The concrete strategy for 'auto': vmap on accelerators and for small CPU images, else loop.
+def resolve_strategy(strategy: str, platform: str, *, model_width: int, num_members: int,
+                     num_devices: int) -> str:
+    """The concrete strategy for 'auto' (any other strategy is checked and returned as is).
 
-    On CPU, vmap of 2-4 ResNet50 members beats one-at-a-time at 64 px and loses 3x at 128 px
-    (DESIGN.md); lax.map is never chosen automatically. Benchmarks may refine this rule.
+    Accelerators: 'vmap' (one program, members vectorised). CPU, as measured on a 2-core host
+    (docs/performance.md): for the study's ResNet50 width, 'loop' over one host device per core
+    beats 'vmap' at every member count at 64 and 128 px, because vmap turns each convolution into
+    a grouped convolution that XLA:CPU runs slower than M plain ones; for the narrow test and demo
+    variants a step is dispatch-bound and 'vmap' is fastest, unless there are fewer members than
+    devices (vmap would compute padded copies). 'lax_map' is never chosen (pathological on CPU).
     """
     if strategy != "auto":
         if strategy not in STRATEGIES:
@@ -111,7 +119,9 @@ def resolve_strategy(strategy: str, platform: str, image_size: int) -> str:
         return strategy
     if platform != "cpu":
         return "vmap"
-    return "vmap" if image_size <= 64 else "loop"
+    if model_width >= CPU_LOOP_MIN_WIDTH or num_members < num_devices:
+        return "loop"
+    return "vmap"
 
 
 def select_devices(num_devices: int) -> list[jax.Device]:
