@@ -87,3 +87,20 @@ def test_jax_cell_builds_and_traces_the_product_step(strategy):
     flops = jax_cell.flops_of(jax.jit(cell.member_step).lower(*cell.abstract_args)
                               .cost_analysis())
     assert flops and flops > 0
+
+
+def test_step_profile_sums_op_time_by_kind():
+    from benchmarks import profile_step
+
+    assert profile_step.op_kind("ynn_fusion.12") == "ynn_fusion"
+    assert profile_step.op_kind("copy") == "copy"
+    events = [("tf_XLAEigen/1", "ynn_fusion.1", 0.3), ("tf_XLAEigen/2", "ynn_fusion.2", 0.5),
+              ("tf_XLAEigen/1", "copy.7", 0.2), ("python", "PjitFunction(step)", 9.0),
+              ("tf_XLAPjRtCpuClient/3", "ThunkExecutor::Execute (wait for completion)", 5.0),
+              ("tf_XLAPjRtCpuClient/3", "end: copy.7", 0.1)]
+    totals = profile_step.summarise(events)
+    assert totals == pytest.approx({"ynn_fusion": 0.8, "copy": 0.2})
+    table = profile_step.markdown(totals, steps=2, step_s=0.25, cores=2, title="t", top=1)
+    assert "0.400 | 80.0%" in table  # ynn_fusion: 0.8 s over 2 steps
+    assert "(other 1 kinds) | 0.100 | 20.0%" in table
+    assert "= 100% of 2 cores" in table  # 1.0 core-s of ops in 2 steps x 0.25 s x 2 cores

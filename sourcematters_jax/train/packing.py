@@ -8,7 +8,7 @@ Device side: a `Runner` places member-axis pytrees and lifts a per-member functi
   'vmap'     jit(shard_map(vmap(f))): the member axis is sharded over a 1-D device mesh, and
              each device vectorises its members (convolutions become grouped convolutions).
   'lax_map'  jit(shard_map(lax.map(f))): each device runs its members one after another inside
-             one program (compact memory; slow on XLA:CPU, see DESIGN.md).
+             one program (compact memory; slow on XLA:CPU, see docs/performance.md).
   'loop'     a Python loop over jit(f), one member at a time, each member's state living on its
              own device; devices run concurrently through asynchronous dispatch.
 shard_map keeps every member's computation on one device: there is no cross-device traffic in
