@@ -51,7 +51,7 @@ def _device_layouts(text: str) -> list[int]:
     cores = available_cores()
     out = []
     for item in text.split(","):
-        n = (cores or 1) if item.strip() == "all" else int(item)
+        n = cores if item.strip() == "all" else int(item)
         if n < 1:
             raise argparse.ArgumentTypeError(f"device count must be >= 1, got {item!r}")
         if n not in out:
@@ -146,8 +146,8 @@ def host_info() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": available_cores(), "memory_gib": mem, "python": platform.python_version(),
-            "versions": versions, "hostname": platform.node()}
+    return {"cpu": cpu, "cores": available_cores(), "memory_gib": mem,
+            "python": platform.python_version(), "versions": versions, "hostname": platform.node()}
 
 
 def _xla_flags(devices: int, extra: str) -> str:

@@ -49,7 +49,9 @@ def images(n, size, seed):
     return np.random.default_rng(seed).uniform(-120, 140, (n, size, size, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("size", [37, 32])  # odd sizes catch 'SAME' vs explicit padding
+# Odd sizes catch 'SAME' vs explicit padding; at 12 px the second stage's maps are 2x2 and at
+# 8 px both stages' are under 3x3, so the 3x3 convolutions run as SmallMapConv3x3.
+@pytest.mark.parametrize("size", [37, 32, 12, 8])
 def test_inference_features_match_keras(keras_and_flax, size):
     model, variables = keras_and_flax
     x = images(3, size, seed=size)
@@ -126,3 +128,18 @@ def test_bfloat16_compute_returns_float32_features(keras_and_flax):
     assert b.dtype == jnp.float32
     # bfloat16 has 8 mantissa bits: about 1% relative error after a dozen layers.
     assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= 0.05 * np.abs(np.asarray(a)).max()
+
+
+def test_3x3_convolutions_on_maps_under_3x3_are_matmuls(keras_and_flax):
+    """XLA:CPU runs a convolution whose window exceeds its input as a naive loop: at 8 px every
+    block's 3x3 convolution sees a map under 3x3, so conv1 is the only convolution left."""
+    _, variables = keras_and_flax
+    module = TinyResNet(width=WIDTH, stage_sizes=STAGES)
+
+    def convolutions(size):
+        jaxpr = jax.make_jaxpr(functools.partial(module.apply, train=False))(
+            variables, jnp.zeros((1, size, size, 3)))
+        return str(jaxpr).count("conv_general_dilated")
+
+    assert convolutions(8) == 1
+    assert convolutions(37) == 1 + sum(STAGES)  # conv1 + one 3x3 per block
