@@ -9,8 +9,9 @@ augmentation, best-val-loss weights) with batch 16 for 20 epochs. Run:
   sourcematters sweep --config=configs/demo.py --root=workdirs/demo_sweep   # the sweep alone
 
 Arguments (after ':'): p_art, seed ('+'-separated), e.g. configs/demo.py:seed=1+2+3+4+5.
-Expected (measured on a shared 2-core CPU: about 6.5 min wall, 4.3-4.6 CPU-minutes, most of it
-the 20 epochs): i.i.d. AUC rises with p_art as the tag helps (about .55-.68 / .81 / 1.00), while
+Expected (measured on a 2-core CPU: about 2-6.5 min wall depending on other load, 2.9-4.6
+CPU-minutes, most of it the 20 epochs): i.i.d. AUC rises with p_art as the tag helps (about
+.55-.72 / .81-.83 / 1.00), while
 o.o.d. AUC (tag on every negative, none on the positives) falls from about .6-.7 at p_art=0 to
 about 0.00 at p_art=0.5 and 1: the network has learned the tag, not the disease. Random init on
 217 training images learns the disease only weakly, so p_art=0 varies between seeds (sd .1-.2).
