@@ -90,6 +90,16 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     return _parse(spec, overrides)
 
 
+LOAD_ERRORS = (FileNotFoundError, KeyError, ValueError)  # what load_config raises for bad input
+
+
+def error_message(error: Exception) -> str:
+    """The text of a `load_config` error for a command line (a KeyError's repr adds quotes)."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error)
+
+
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """A JSON-safe dict of the config (tuples become lists), for manifests and comparisons."""
     return json.loads(config.to_json_best_effort(sort_keys=True))

@@ -242,9 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     program_lib.setup_job()
     try:
         plan = plan_sweep(args, overrides)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    except config_io.LOAD_ERRORS as e:
+        print(f"{parser.prog}: error: {config_io.error_message(e)}", file=sys.stderr)
         return 2
     run(plan, args)
     return 0

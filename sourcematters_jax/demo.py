@@ -135,9 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = args.config or default_config_path()
     try:
         config = config_io.load_config(spec, overrides)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"sourcematters demo: error: {message}", file=sys.stderr)
+    except config_io.LOAD_ERRORS as e:
+        print(f"sourcematters demo: error: {config_io.error_message(e)}", file=sys.stderr)
         return 2
     if args.fresh and root.exists():
         for path in root.iterdir():  # keep the built dataset: --fresh retrains, it does not rebuild

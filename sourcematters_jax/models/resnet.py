@@ -10,7 +10,8 @@ The reference is `keras.applications.ResNet50(include_top=False, pooling='avg')`
 Every convolution has a bias and every BatchNorm uses epsilon 1.001e-5 and momentum 0.99, as in
 Keras. Strided ops use explicit zero padding plus VALID, never 'SAME', so feature maps align with
 Keras at any input size. 1x1 convolutions are computed as channel matmuls (`Conv1x1`: same
-parameters and result, much faster training on XLA:CPU). The parameter tree is flat:
+parameters and result, much faster training on XLA:CPU), and so are 3x3 convolutions on maps
+smaller than 3x3 (`SmallMapConv3x3`, over the 9 taps). The parameter tree is flat:
 `params['conv2_block1_1_conv']['kernel']`, `batch_stats['conv2_block1_1_bn']['mean']`, so
 converting Keras weights is a rename. Width and blocks per stage are fields, so tests run tiny
 models through the very same code.
