@@ -4,6 +4,7 @@
     sourcematters train     train one program from a config    (python -m sourcematters_jax.main)
     sourcematters sweep     plan and launch a config's sweep   (python -m launch)
     sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
+    sourcematters export    backbone / fine-tuned member -> Keras .h5 (convert_weights.export_cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
 
 Each command is the very module behind it, so `sourcematters X --help` and `python -m MODULE --help`
@@ -57,6 +58,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
               _module_main("launch.sweep")),
     "convert": ("convert Keras ResNet50 .h5 weights (ImageNet, RadImageNet) into a Flax checkpoint",
                 _module_main("convert_weights.cli")),
+    "export": ("a backbone checkpoint or a fine-tuned member -> Keras .h5 (keras-applications)",
+               _module_main("convert_weights.export_cli")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
                _module_main("sourcematters_jax.results.report")),
 }
