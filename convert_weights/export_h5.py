@@ -14,10 +14,11 @@ Why this order and these attributes: Keras 3 `model.load_weights('x.h5')` (and K
 a legacy file *topologically*: the i-th layer with weights in `layer_names` goes into the i-th
 layer with weights of `model.layers` (with `by_name=True`, by name instead). So the names are
 listed in Keras' own layer order (conv1, then per block 1, 2, [0 conv, 3 conv, 0 bn, 3 bn | 3];
-checked against Keras 3 by tests/test_export.py). `keras_version` must not be '1' (Keras 2 would
-then transpose the kernels as Keras 1 files need) and `backend` 'tensorflow' says the kernels
-are in TensorFlow's HWIO layout; Keras 3 reads neither. Within a layer the tensors follow Keras'
+checked against Keras 3 by tests/test_export.py). Within a layer the tensors follow Keras'
 weight order, which is `resnet_mapping.KERAS_VARS` (the converter's name map, inverted here).
+`keras_version` is needed because tf.keras treats a file without one as a Keras 1 file and
+runs its Keras 1 weight conversions; `backend` 'tensorflow' is what keras-applications files
+carry (HWIO kernels). Keras 3 acts on neither.
 """
 
 from __future__ import annotations

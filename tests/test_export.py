@@ -9,6 +9,8 @@ ResNet50 features up to 130, i.e. 7e-4 absolute); export -> convert gives the ve
 so its features agree within 1e-5 absolute (exactly, in fact).
 """
 
+import functools
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -20,7 +22,8 @@ from flax import traverse_util
 from convert_weights import ConversionError, convert, read_keras_weights
 from convert_weights.export import export
 from convert_weights.export_cli import main
-from convert_weights.export_h5 import keras_layer_order, read_export_metadata
+from convert_weights.export_h5 import (flax_to_keras, keras_layer_order, read_export_metadata,
+                                       write_keras_h5)
 from convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax import pretrained
 from sourcematters_jax.members import Member
@@ -59,9 +62,16 @@ def close_to_keras(got, want):
     return np.max(np.abs(got - want)) <= KERAS_RTOL * np.abs(want).max()
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(stage_sizes, width):
+    module = pretrained.module_for({"family": "keras_resnet_v1", "stage_sizes": list(stage_sizes),
+                                    "width": width})
+    return jax.jit(functools.partial(module.apply, train=False))
+
+
 def flax_features(architecture, variables, x):
-    module = pretrained.module_for(architecture)
-    return np.asarray(jax.jit(module.apply, static_argnames="train")(variables, x, train=False))
+    apply = _jitted_apply(tuple(architecture["stage_sizes"]), architecture["width"])
+    return np.asarray(apply(variables, x))
 
 
 def keras_features(model, path, x, by_name=False):
@@ -93,14 +103,15 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("workdir")
     model = st.build_model(MEMBER_MODEL, 0.5)
     tx = st.make_optimizer(1e-3, 0.9, 0.999, 1e-7)
-    states = []
-    for seed in (812, 813):
-        mean, scale = st.preprocessing_constants("caffe")
-        init = st.MemberInit(seed=jnp.int32(seed), source_slot=jnp.int32(-1),
-                             pixel_mean=jnp.asarray(mean), pixel_scale=jnp.asarray(scale))
-        states.append(st.init_member(init, None, model=model, tx=tx, image_size=32))
-    stack = lambda trees: jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)  # noqa: E731
-    train, best = stack([s[0] for s in states]), stack([s[1] for s in states])
+    init_member = jax.jit(functools.partial(st.init_member, pretrained=None, model=model, tx=tx,
+                                            image_size=32))
+    mean, scale = st.preprocessing_constants("caffe")
+    states = [init_member(st.MemberInit(seed=jnp.int32(seed), source_slot=jnp.int32(-1),
+                                        pixel_mean=jnp.asarray(mean),
+                                        pixel_scale=jnp.asarray(scale)))
+              for seed in (812, 813)]
+    train, best = (jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+                   for trees in zip(*states))
     arch = {"family": "keras_resnet_v1", "stage_sizes": [1, 1], "width": 4}
     for m, seed in enumerate((5, 6)):
         for (collection, *path), value in traverse_util.flatten_dict(
@@ -165,6 +176,20 @@ def test_resnet50_loads_into_keras_applications_resnet50(tmp_path):
     want = flax_features(arch, variables, x)
     assert got.shape == (2, 2048) and np.abs(want).max() > 0.5
     assert close_to_keras(got, want)
+    # With a head: keras.applications' own include_top=True topology with 2 classes.
+    rng = np.random.default_rng(4)
+    head = {"kernel": rng.normal(0, 0.02, (2048, 2)).astype(np.float32),
+            "bias": np.array([0.3, -0.3], np.float32)}
+    with_head = write_keras_h5(tmp_path / "with_head.h5",
+                               flax_to_keras(arch["stage_sizes"], variables, head), {})
+    with jax.threefry_partitionable(False):
+        full = keras.applications.ResNet50(weights=None, include_top=True, classes=2,
+                                           input_shape=(32, 32, 3))
+    assert [n for n, _ in keras_layer_order(arch["stage_sizes"], include_head=True)] == [
+        layer.name for layer in full.layers[1:]]
+    probs = keras_features(full, with_head, x)
+    want_probs = np.asarray(jax.nn.softmax(want @ head["kernel"] + head["bias"], axis=-1))
+    assert np.max(np.abs(probs - want_probs)) <= KERAS_RTOL
     weights = read_keras_weights(out)  # what convert sees: the keras-applications layout
     assert weights.layout == "keras_legacy_weights" and weights.keras_version == "2.2.4"
     with h5py.File(out, "r") as f:
