@@ -64,8 +64,8 @@ def load_source(input_dir: str | pathlib.Path, member: str | None = None) -> Exp
         return _member(input_dir, variables, metadata, member)
     if (input_dir / checkpoints.CHECKPOINT_DIR).is_dir():
         return _workdir_member(input_dir, member)
-    found = f"(metadata.json format {exported!r})" if exported else "(no metadata.json, no " \
-        f"{checkpoints.CHECKPOINT_DIR}/)"
+    found = (f"(its metadata.json has format {exported!r})" if exported
+             else f"(no readable metadata.json, no {checkpoints.CHECKPOINT_DIR}/)")
     raise ConversionError(f"--input {input_dir} is neither a converted backbone checkpoint, nor "
                           f"a training workdir, nor an exported member {found}")
 
@@ -84,7 +84,7 @@ def _backbone(directory: pathlib.Path) -> ExportSource:
         raise ConversionError(f"{directory}: cannot load the checkpoint ({e})") from None
     _check_finite(variables, str(directory))
     keep = ("source", "preprocessing", "dataset", "input_file", "input_sha256")
-    record = {"kind": "backbone", "input": str(directory.absolute()),
+    record = {"kind": "backbone", "input": directory.absolute().name,
               **{k: metadata[k] for k in keep if k in metadata}}
     return ExportSource("backbone", dict(metadata["architecture"]), variables, None, record)
 
@@ -146,7 +146,7 @@ def _member(where: pathlib.Path, variables: dict[str, Any], metadata: dict[str, 
         raise ConversionError(f"{where}: member {row['member_id']!r} does not match its model "
                               f"{architecture}:\n  " + "\n  ".join(problems))
     _check_finite({"backbone": backbone, "head": head}, f"{where} member {row['member_id']!r}")
-    record = {"kind": "member", "input": str(where.absolute()), "member": row,
+    record = {"kind": "member", "input": where.absolute().name, "member": row,
               "source": row.get("source"), "preprocessing": metadata["preprocessing"],
               "image_size": metadata.get("image_size"), "best_epoch": metadata["best_epoch"],
               "best_val_loss": metadata["best_val_loss"]}

@@ -264,6 +264,10 @@ def test_refuses_bad_inputs(tiny_checkpoint, workdir, tmp_path, capsys):
     (tmp_path / "plain").mkdir()
     assert "neither a converted backbone checkpoint" in refused(
         tmp_path, capsys, "--input", str(tmp_path / "plain"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "metadata.json").write_text('{"format": "something_else"}')
+    assert "has format 'something_else'" in refused(tmp_path, capsys, "--input",
+                                                    str(tmp_path / "other"))
     assert "no such directory" in refused(tmp_path, capsys, "--input", str(tmp_path / "nope"))
     err = refused(tmp_path, capsys, "--input", str(wd))
     assert "pass --member" in err and rows[1]["member_id"] in err
