@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 
 from convert_weights.errors import ConversionError
-from convert_weights.export_h5 import flax_to_keras, write_keras_h5
+from convert_weights.export_h5 import flax_to_keras, update_export_metadata, write_keras_h5
 from convert_weights.export_sources import load_source
 from sourcematters_jax import __version__
 
@@ -96,6 +96,7 @@ def export(input_dir: str | pathlib.Path, output: str | pathlib.Path, *,
                 raise ConversionError(f"{output}: Keras' outputs differ from the Flax model's by "
                                       f"{diff:.3g} (max abs, tolerance {verify_tolerance:g}); "
                                       "not written")
+            update_export_metadata(tmp, record)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

@@ -126,7 +126,7 @@ def write_keras_h5(path: str | os.PathLike, layers: Layers, metadata: Mapping[st
         _set_strings(f.attrs, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = BACKEND.encode("utf8")
         f.attrs["keras_version"] = KERAS_FORMAT_VERSION.encode("utf8")
-        f.attrs[METADATA_ATTR] = json.dumps(dict(metadata), sort_keys=True)
+        _set_metadata(f, metadata)
         # Groups in name order, as Keras writes them; `layer_names` keeps the model's order.
         for name, tensors in sorted(layers, key=lambda item: item[0]):
             group = f.create_group(name)
@@ -134,6 +134,16 @@ def write_keras_h5(path: str | os.PathLike, layers: Layers, metadata: Mapping[st
             for weight_name, array in tensors:
                 group.create_dataset(weight_name, data=array)
     return path
+
+
+def _set_metadata(f: h5py.File, metadata: Mapping[str, Any]) -> None:
+    f.attrs[METADATA_ATTR] = json.dumps(dict(metadata), sort_keys=True)
+
+
+def update_export_metadata(path: str | os.PathLike, metadata: Mapping[str, Any]) -> None:
+    """Replaces the `sourcematters_export` record of a file written by `write_keras_h5`."""
+    with h5py.File(path, "r+") as f:
+        _set_metadata(f, metadata)
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -243,7 +243,11 @@ def test_cli_verify_with_keras(tiny_checkpoint, tmp_path, capsys):
                  "--verify-image-size", "32"]) == 0
     assert "Keras parity: max abs diff" in capsys.readouterr().out
     check = read_export_metadata(out)
-    assert check["architecture"] == TINY and out.is_file()
+    assert check["architecture"] == TINY and 0 < check["verified_with_keras"]["max_abs_diff"]
+    # A difference above the tolerance writes nothing (float32 op order makes it > 1e-12).
+    err = refused(tmp_path, capsys, "--input", str(ckpt), "--verify", "--verify-image-size",
+                  "32", "--verify-tolerance", "1e-12", out_name="strict.h5")
+    assert "not written" in err
 
 
 # ----------------------------------------------------------------------------- refusals
