@@ -97,7 +97,7 @@ def _error(command: str, error: Exception) -> int:
     return 2
 
 
-def _load(args, overrides, command):
+def _load(args, overrides):
     """(loaded members, config, config description) for the parsed arguments."""
     from launch import config_io
     from sourcematters_jax.reuse import members as members_lib
@@ -124,11 +124,75 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from sourcematters_jax.reuse import evaluate
 
     try:
-        loaded, config, where = _load(args, overrides, "evaluate")
+        loaded, config, where = _load(args, overrides)
         table, preds = evaluate.cross_evaluate(loaded, config, where=where)
     except (*config_io.LOAD_ERRORS, OSError) as e:
         return _error("evaluate", e)
     path = evaluate.write_tables(table, preds, args.out)
     print(f"wrote {path} ({len(loaded)} members x {table['test_set'].nunique()} test sets of "
           f"{evaluate.evaluated_on(config)})")
+    return 0
+
+
+def _model_and_data(loaded, config, where):
+    from sourcematters_jax.reuse.evaluate import load_checked_data
+    from sourcematters_jax.train.state import build_model
+
+    data = load_checked_data(loaded, config, where)
+    return build_model(config.model.to_dict(), config.dropout_rate), data
+
+
+def saliency_main(argv: Sequence[str] | None = None) -> int:
+    argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = saliency_parser().parse_args(argv)
+    _setup()
+    from launch import config_io
+    from sourcematters_jax.reuse import output, saliency, saliency_figure
+
+    try:
+        loaded, config, where = _load(args, overrides)
+        model, data = _model_and_data(loaded, config, where)
+        result = saliency.compute(loaded, config, data, model, n_images=args.images,
+                                  method=args.method, steps=args.steps)
+    except (*config_io.LOAD_ERRORS, OSError) as e:
+        return _error("saliency", e)
+    summary = saliency.member_summary(result["table"])
+
+    def write(tmp):
+        saliency_figure.save(saliency_figure.grid(result, loaded, args.method), tmp / "saliency_grid")
+        result["table"].to_csv(tmp / "scores.csv", index=False)
+        summary.to_csv(tmp / "summary.csv", index=False)
+        (tmp / "scores").mkdir()
+        for member_id, rows in result["table"].groupby("member_id", sort=False):
+            rows.to_csv(tmp / "scores" / f"{member_id}.csv", index=False)
+        np.savez_compressed(tmp / "maps.npz", maps=result["maps"].astype(np.float32),
+                            images=result["images"], pool_index=result["indices"],
+                            member_id=np.asarray([lm.member_id for lm in loaded]))
+
+    import numpy as np
+
+    output.write_into(args.out, write)
+    cols = ["member_id", "inside_clean", "inside_confounded", "area_fraction", "change_vs_clean"]
+    print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.out}/saliency_grid.png, summary.csv, scores.csv, scores/, maps.npz "
+          f"({args.method}, {len(result['indices'])} images x {len(result['variants'])} variants)")
+    return 0
+
+
+def features_main(argv: Sequence[str] | None = None) -> int:
+    argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = features_parser().parse_args(argv)
+    _setup()
+    from launch import config_io
+    from sourcematters_jax.reuse import features, output
+
+    try:
+        loaded, config, where = _load(args, overrides)
+        model, data = _model_and_data(loaded, config, where)
+        extracted = features.extract(loaded, config, data, model)
+    except (*config_io.LOAD_ERRORS, OSError) as e:
+        return _error("features", e)
+    output.write_into(args.out, lambda tmp: features.write(loaded, extracted, config, tmp))
+    dims = sorted({f.shape for f, _ in extracted})
+    print(f"wrote features of {len(loaded)} members to {args.out} (members.csv; shapes {dims})")
     return 0

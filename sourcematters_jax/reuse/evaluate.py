@@ -21,7 +21,7 @@ import pandas as pd
 
 from sourcematters_jax.data.types import TEST_SPLITS, ExperimentData
 from sourcematters_jax.reuse.members import LoadedMember, ReuseInputError, check_compatible
-from sourcematters_jax.reuse.runner import MemberWeights, run_members
+from sourcematters_jax.reuse.runner import MemberWeights, pack_splits, run_members
 from sourcematters_jax.train import evaluate as evaluate_lib, results, state as state_lib
 from sourcematters_jax.train.loop import load_data
 from sourcematters_jax.train.step import DevicePool, MemberArrays
@@ -64,7 +64,8 @@ def cross_evaluate(members: Sequence[LoadedMember], config: ml_collections.Confi
             w.params, w.batch_stats, w.pixel_mean, w.pixel_scale, getattr(arrays, split), pool,
             model=model, eval_batch_size=config.eval_batch_size)[0] for split in TEST_SPLITS}
 
-    probs, arrays = run_members(predict_tests, members, members_data, data, config)
+    arrays = pack_splits(members_data, config)
+    probs = run_members(predict_tests, members, arrays, data, config)
     program = {"dataset": config.dataset, "image_size": config.image_size,
                "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
                "model_width": config.model.width, "model_dtype": config.model.dtype}

@@ -34,7 +34,7 @@ class ReuseInputError(ValueError):
     """A workdir, member or config cannot be reused; the message names it."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity
 class ProgramDir:
     """One program workdir, its recorded config (as a dict) and the (index, Member)s it trains."""
 
@@ -48,7 +48,7 @@ class ProgramDir:
                                    [m.member_id for _, m in self.members])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LoadedMember:
     """A finished member's best weights and what its program recorded about it."""
 

@@ -52,16 +52,27 @@ def make_runner(config: ml_collections.ConfigDict, num_members: int) -> packing.
     return packing.make_runner(strategy, num_members, devices)
 
 
-def run_members(fn: Callable[[MemberWeights, MemberArrays, DevicePool], Any],
-                members: Sequence[LoadedMember], members_data: Sequence[MemberData],
-                data: ExperimentData, config: ml_collections.ConfigDict
-                ) -> tuple[Any, MemberArrays]:
-    """(fn's outputs on host with a leading member axis, the packed numpy MemberArrays)."""
-    arrays = packing.pack_member_arrays(members_data, batch_size=config.batch_size,
-                                        eval_batch_size=config.eval_batch_size)
+def pack_splits(members_data: Sequence[MemberData], config: ml_collections.ConfigDict
+                ) -> MemberArrays:
+    """Every member's splits padded and stacked as the trainer packs them (numpy).
+
+    The training split is padded like the others (to a multiple of the eval batch), so every
+    split can be evaluated in `config.eval_batch_size` batches.
+    """
+    return packing.pack_member_arrays(members_data, batch_size=config.eval_batch_size,
+                                      eval_batch_size=config.eval_batch_size)
+
+
+def run_members(fn: Callable[[MemberWeights, Any, DevicePool], Any],
+                members: Sequence[LoadedMember], inputs: Any, data: ExperimentData,
+                config: ml_collections.ConfigDict) -> Any:
+    """fn(weights, inputs of the member, pool) for every member; host numpy, member axis first.
+
+    `inputs` is a numpy pytree with a leading member axis (e.g. `pack_splits(...)`).
+    """
     runner = make_runner(config, len(members))
-    lifted = runner.lift(fn, 2)
     pool = runner.put_shared(DevicePool(images=np.asarray(data.pool.images),
                                         labels=np.asarray(data.pool.labels, np.int32)))
-    out = lifted(runner.put_members(stacked_weights(members)), runner.put_members(arrays), pool)
-    return runner.to_host(out), arrays
+    out = runner.lift(fn, 2)(runner.put_members(stacked_weights(members)),
+                             runner.put_members(inputs), pool)
+    return runner.to_host(out)
