@@ -108,7 +108,7 @@ def _load(args, overrides):
         return loaded, config, f"--config={args.config}"
     if overrides:
         raise ValueError(f"{' '.join(overrides)}: overrides need --config")
-    config = members_lib.training_config(loaded[0], args.data_dir)
+    config = loaded[0].program_config(args.data_dir)
     trained = sorted({lm.trained_on for lm in loaded})
     if len(trained) > 1:
         raise members_lib.ReuseInputError(f"the chosen members were trained on {trained}; "

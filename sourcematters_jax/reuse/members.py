@@ -70,6 +70,10 @@ class LoadedMember:
     def member_id(self) -> str:
         return self.row["member_id"]
 
+    def program_config(self, data_dir: str | None = None) -> ml_collections.ConfigDict:
+        """The config the member's program trained with (see `training_config`)."""
+        return training_config(self, data_dir)
+
     @property
     def trained_on(self) -> str:
         """'experiment/dataset' the member was trained on (the results table's trained_on)."""
