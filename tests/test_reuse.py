@@ -1,7 +1,7 @@
 """Reusing finished members: `sourcematters evaluate | saliency | features` on a tiny trained sweep.
 
 One module fixture trains a 2-member sweep (tag, p_art 0 and 1, 32 px synthetic X-rays, one
-ResNet stage of width 4, 2 epochs) through `sourcematters demo`; every test reuses it.
+ResNet stage of width 4, 2 epochs) as `sourcematters sweep` does; every test reuses it.
 """
 
 import json
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sourcematters_jax import cli, demo
+from launch import config_io, local, plan as plan_lib
+from sourcematters_jax import cli
 from sourcematters_jax.data import confounders
 from sourcematters_jax.models import ResNet
 from sourcematters_jax.models.classifier import Classifier
@@ -44,10 +45,15 @@ def sweep(tmp_path_factory):
     config = tmp / "tiny.py"
     config.write_text(TINY)
     root, tfds = tmp / "sweep", tmp / "tfds"
-    assert demo.main([f"--root={root}", f"--config={config}:p_art=0+1,seed=1", "--quiet",
-                      f"--config.data_dir={tfds}"]) == 0
-    return {"tmp": tmp, "root": root, "tfds": tfds, "config": f"{config}:p_art=0+1,seed=1",
-            "results": pd.read_csv(root / "results.csv")}
+    spec, overrides = f"{config}:p_art=0+1,seed=1", [f"--config.data_dir={tfds}"]
+    # What `sourcematters sweep` / the demo do, without their report: plan, manifest, train.
+    plan = plan_lib.make_plan(root, config_io.load_config(spec, overrides), 2, config_spec=spec,
+                              overrides=overrides)
+    plan_lib.write_manifest(plan)
+    local.run_in_process(plan, plan.pending())
+    results = plan_lib.collect_results(plan)
+    return {"tmp": tmp, "root": root, "tfds": tfds, "config": spec,
+            "results": pd.read_csv(results)}
 
 
 def run(capsys, *argv):
