@@ -4,7 +4,6 @@ One module fixture trains a 2-member sweep (tag, p_art 0 and 1, 32 px synthetic 
 ResNet stage of width 4, 2 epochs) as `sourcematters sweep` does; every test reuses it.
 """
 
-import json
 import shutil
 
 import jax

@@ -116,22 +116,20 @@ def _load(args, overrides):
     return loaded, config, f"the training config of {loaded[0].program.workdir}"
 
 
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
+def _run(command: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None, work) -> int:
+    """Parse, load the members and config, then work(args, loaded, config, where) -> status.
+
+    Bad input anywhere before the first write (every command computes first) is status 2.
+    """
     argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = evaluate_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     _setup()
     from launch import config_io
-    from sourcematters_jax.reuse import evaluate
 
     try:
-        loaded, config, where = _load(args, overrides)
-        table, preds = evaluate.cross_evaluate(loaded, config, where=where)
+        return work(args, *_load(args, overrides))
     except (*config_io.LOAD_ERRORS, OSError) as e:
-        return _error("evaluate", e)
-    path = evaluate.write_tables(table, preds, args.out)
-    print(f"wrote {path} ({len(loaded)} members x {table['test_set'].nunique()} test sets of "
-          f"{evaluate.evaluated_on(config)})")
-    return 0
+        return _error(command, e)
 
 
 def _model_and_data(loaded, config, where):
@@ -142,36 +140,25 @@ def _model_and_data(loaded, config, where):
     return build_model(config.model.to_dict(), config.dropout_rate), data
 
 
-def saliency_main(argv: Sequence[str] | None = None) -> int:
-    argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = saliency_parser().parse_args(argv)
-    _setup()
-    from launch import config_io
-    from sourcematters_jax.reuse import output, saliency, saliency_figure
+def _evaluate(args, loaded, config, where) -> int:
+    from sourcematters_jax.reuse import evaluate
 
-    try:
-        loaded, config, where = _load(args, overrides)
-        model, data = _model_and_data(loaded, config, where)
-        result = saliency.compute(loaded, config, data, model, n_images=args.images,
-                                  method=args.method, steps=args.steps)
-    except (*config_io.LOAD_ERRORS, OSError) as e:
-        return _error("saliency", e)
+    table, preds = evaluate.cross_evaluate(loaded, config, where=where)
+    path = evaluate.write_tables(table, preds, args.out)
+    print(f"wrote {path} ({len(loaded)} members x {table['test_set'].nunique()} test sets of "
+          f"{evaluate.evaluated_on(config)})")
+    return 0
+
+
+def _saliency(args, loaded, config, where) -> int:
+    from sourcematters_jax.reuse import output, saliency
+
+    model, data = _model_and_data(loaded, config, where)
+    result = saliency.compute(loaded, config, data, model, n_images=args.images,
+                              method=args.method, steps=args.steps)
     summary = saliency.member_summary(result["table"])
-
-    def write(tmp):
-        saliency_figure.save(saliency_figure.grid(result, loaded, args.method), tmp / "saliency_grid")
-        result["table"].to_csv(tmp / "scores.csv", index=False)
-        summary.to_csv(tmp / "summary.csv", index=False)
-        (tmp / "scores").mkdir()
-        for member_id, rows in result["table"].groupby("member_id", sort=False):
-            rows.to_csv(tmp / "scores" / f"{member_id}.csv", index=False)
-        np.savez_compressed(tmp / "maps.npz", maps=result["maps"].astype(np.float32),
-                            images=result["images"], pool_index=result["indices"],
-                            member_id=np.asarray([lm.member_id for lm in loaded]))
-
-    import numpy as np
-
-    output.write_into(args.out, write)
+    output.write_into(args.out, lambda tmp: saliency.write(result, summary, loaded, args.method,
+                                                           tmp))
     cols = ["member_id", "inside_clean", "inside_confounded", "area_fraction", "change_vs_clean"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out}/saliency_grid.png, summary.csv, scores.csv, scores/, maps.npz "
@@ -179,20 +166,24 @@ def saliency_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def features_main(argv: Sequence[str] | None = None) -> int:
-    argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = features_parser().parse_args(argv)
-    _setup()
-    from launch import config_io
+def _features(args, loaded, config, where) -> int:
     from sourcematters_jax.reuse import features, output
 
-    try:
-        loaded, config, where = _load(args, overrides)
-        model, data = _model_and_data(loaded, config, where)
-        extracted = features.extract(loaded, config, data, model)
-    except (*config_io.LOAD_ERRORS, OSError) as e:
-        return _error("features", e)
+    model, data = _model_and_data(loaded, config, where)
+    extracted = features.extract(loaded, config, data, model)
     output.write_into(args.out, lambda tmp: features.write(loaded, extracted, config, tmp))
     dims = sorted({f.shape for f, _ in extracted})
     print(f"wrote features of {len(loaded)} members to {args.out} (members.csv; shapes {dims})")
     return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    return _run("evaluate", evaluate_parser(), argv, _evaluate)
+
+
+def saliency_main(argv: Sequence[str] | None = None) -> int:
+    return _run("saliency", saliency_parser(), argv, _saliency)
+
+
+def features_main(argv: Sequence[str] | None = None) -> int:
+    return _run("features", features_parser(), argv, _features)

@@ -7,8 +7,9 @@ AUC ranks is increasing in s), on the same test images in their clean and confou
                         output the backbone sows as 'last_stage' (models/resnet.py), for the
                         predicted class (+s or -s), weights = spatial mean of its gradient per
                         channel, map = relu(sum_k w_k A_k), bilinearly upsampled to the input
-                        (a 2x2 map at 64 px input, 7x7 at 224 px: coarse by construction). The backbone ends in global average pooling, so
-                        s is the head applied to mean(A): ds/dA is exact through that path.
+                        (a 2x2 map at 64 px input, 7x7 at 224 px: coarse by construction).
+                        The backbone ends in global average pooling, so s is the head applied
+                        to mean(A): ds/dA is exact through that path.
   integrated_gradients  Sundararajan et al. 2017, w.r.t. the grayscale input pixels, black
                         baseline (grey level 0, before the source's preprocessing), midpoint
                         Riemann sum over `steps`; the map is |attribution| per pixel.
@@ -58,14 +59,18 @@ def last_stage(model: Classifier, w: MemberWeights, x: jnp.ndarray) -> jnp.ndarr
     return state["intermediates"][LAST_STAGE][0]
 
 
-def gradcam(model: Classifier, w: MemberWeights, images: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def gradcam(model: Classifier, w: MemberWeights, images: jnp.ndarray
+            ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(Grad-CAM maps [B, H, W], scores s [B]) for float images [B, H, W] in 0..255.
 
     The map explains the predicted class: s where s >= 0 (positive), -s otherwise, so a
     confidently negative image gets its own evidence map instead of an all-zero one.
     """
     acts = last_stage(model, w, normalize(images, w.pixel_mean, w.pixel_scale))
-    score_of = lambda a: head_score(model, w.params, jnp.mean(a, axis=(1, 2)).astype(jnp.float32))  # noqa: E731
+
+    def score_of(a):
+        return head_score(model, w.params, jnp.mean(a, axis=(1, 2)).astype(jnp.float32))
+
     scores, vjp = jax.vjp(score_of, acts)
     (grads,) = vjp(jnp.where(scores >= 0, 1.0, -1.0))  # d(score of the predicted class)/dA
     weights = jnp.mean(grads, axis=(1, 2), keepdims=True)
@@ -219,3 +224,19 @@ def member_summary(table: pd.DataFrame) -> pd.DataFrame:
         out[f"inside_{variant}"] = wide[variant] if variant in wide else np.nan
     return out.reset_index()[keys + ["n_images", "inside_clean", "inside_confounded",
                                      "area_fraction", "change_vs_clean"]]
+
+
+def write(result: dict[str, Any], summary: pd.DataFrame, members: Sequence[LoadedMember],
+          method: str, tmp) -> None:
+    """saliency_grid.{png,pdf}, scores.csv, scores/<member_id>.csv, summary.csv, maps.npz."""
+    from sourcematters_jax.reuse import saliency_figure
+
+    saliency_figure.save(saliency_figure.grid(result, members, method), tmp / "saliency_grid")
+    result["table"].to_csv(tmp / "scores.csv", index=False)
+    summary.to_csv(tmp / "summary.csv", index=False)
+    (tmp / "scores").mkdir()
+    for member_id, rows in result["table"].groupby("member_id", sort=False):
+        rows.to_csv(tmp / "scores" / f"{member_id}.csv", index=False)
+    np.savez_compressed(tmp / "maps.npz", maps=result["maps"].astype(np.float32),
+                        images=result["images"], pool_index=result["indices"],
+                        member_id=np.asarray([lm.member_id for lm in members]))
