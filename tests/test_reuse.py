@@ -214,14 +214,12 @@ def test_gradcam_reads_the_classifiers_own_score():
     def check(w, images):
         acts = saliency.last_stage(model, w, state_lib.normalize(images, w.pixel_mean,
                                                                  w.pixel_scale))
-        pooled = jnp.mean(acts, axis=(1, 2))
-        return (None, saliency.head_score(model, w.params, pooled),
-                saliency.classifier_score(model, w, images), *saliency.gradcam(model, w, images))
+        from_stage = saliency.head_score(model, w.params, jnp.mean(acts, axis=(1, 2)))
+        return acts, from_stage, saliency.classifier_score(model, w, images), *saliency.gradcam(
+            model, w, images)
 
-    shape_probe = jax.eval_shape(lambda w, im: saliency.last_stage(
-        model, w, state_lib.normalize(im, w.pixel_mean, w.pixel_scale)), w, images)
-    assert shape_probe.shape == (3, 2, 2, 32)  # 16 px: stem /4, second stage /2; 4 * 4 * 2 channels
-    _, from_stage, direct, maps, score = check(w, images)
+    acts, from_stage, direct, maps, score = check(w, images)
+    assert acts.shape == (3, 2, 2, 32)  # 16 px: stem /4, second stage /2; 4 * 4 * 2 channels
     np.testing.assert_allclose(from_stage, direct, rtol=1e-5, atol=1e-5)
     assert maps.shape == images.shape and (maps >= 0).all() and (maps > 0).any()
     np.testing.assert_allclose(score, direct, atol=1e-5)

@@ -32,7 +32,8 @@ def _parser(command: str, description: str, *, config_required: bool) -> argpars
     p = argparse.ArgumentParser(prog=f"{PROG} {command}", description=description,
                                 allow_abbrev=False,
                                 epilog="Any --config.KEY=VALUE overrides a field of --config "
-                                       "(e.g. --config.data_dir=DIR, --config.execution.strategy=loop).")
+                                       "(e.g. --config.data_dir=DIR, "
+                                       "--config.execution.strategy=loop).")
     p.add_argument("--workdir", required=True, metavar="DIR",
                    help="a sweep root (sweep.json) or a program workdir (config.json) whose "
                         "members are finished")

@@ -131,7 +131,8 @@ def choose(programs: Sequence[ProgramDir], wanted: Sequence[str] | None
         unknown = [w for w in wanted if w not in by_id]
         if unknown:
             known = list(by_id)
-            shown = ", ".join(known[:12]) + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
+            more = f", ... ({len(known)} in all)" if len(known) > 12 else ""
+            shown = ", ".join(known[:12]) + more
             raise ReuseInputError(f"unknown member(s) {unknown}; this workdir has: {shown}")
         chosen = [by_id[w] for w in dict.fromkeys(wanted)]
     else:
@@ -151,7 +152,8 @@ def load(path: str | pathlib.Path, wanted: Sequence[str] | None = None) -> list[
     for program in dict.fromkeys(p for p, _, _ in chosen):
         ids = [m.member_id for p, _, m in chosen if p is program]
         table = pd.read_csv(program.workdir / results.RESULTS_FILE)
-        for member_id, (variables, meta) in zip(ids, checkpoints.load_members(program.workdir, ids)):
+        states = checkpoints.load_members(program.workdir, ids)
+        for member_id, (variables, meta) in zip(ids, states):
             rec = table[table["member_id"] == member_id].iloc[0]
             loaded.append(LoadedMember(
                 row=dict(meta["member"]), variables=variables, model=dict(meta["model"]),

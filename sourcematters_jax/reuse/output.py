@@ -8,7 +8,8 @@ import tempfile
 from typing import Callable
 
 
-def write_into(out: str | pathlib.Path, write: Callable[[pathlib.Path], None]) -> list[pathlib.Path]:
+def write_into(out: str | pathlib.Path, write: Callable[[pathlib.Path], None]
+               ) -> list[pathlib.Path]:
     """Call write(tmp_dir), then move what it wrote into `out` (created); returns the paths.
 
     A failure inside `write` leaves `out` untouched; files already in `out` with other names

@@ -159,12 +159,13 @@ def examples_for(indices: np.ndarray, num_variants: int, num_members: int) -> Ex
     return jax.tree.map(lambda a: np.repeat(a[None], num_members, axis=0), one)
 
 
-def compute(members: Sequence[LoadedMember], config: ml_collections.ConfigDict, data: ExperimentData,
-            model: Classifier, *, n_images: int, method: str, steps: int) -> dict[str, Any]:
+def compute(members: Sequence[LoadedMember], config: ml_collections.ConfigDict,
+            data: ExperimentData, model: Classifier, *, n_images: int, method: str,
+            steps: int) -> dict[str, Any]:
     """Maps and scores of every member on shared test images (nothing is written).
 
     Returns {'indices' [N], 'variants' (names), 'images' uint8 [V, N, H, W], 'maps' [M, V, N, H, W],
-    'score' [M, V, N], 'region' (bool [H, W] or None), 'table' (one row per member, variant, image)}.
+    'score' [M, V, N], 'region' (bool [H, W] or None), 'table' (a row per member, variant, image)}.
     """
     labels = np.asarray(data.pool.labels)
     tests = [data.member_data(lm.member.p_art, lm.member.fold, lm.member.seed).test_clean.indices

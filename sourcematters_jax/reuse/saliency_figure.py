@@ -30,7 +30,8 @@ def grid(result: dict[str, Any], members: Sequence[LoadedMember], method: str,
     n_var, n_img = images.shape[:2]
     summary = result["table"].groupby(["member_id", "variant"])
     fig, axes = plt.subplots(len(members), n_var * n_img, squeeze=False,
-                             figsize=(cell_inches * n_var * n_img, cell_inches * len(members) + 0.6))
+                             figsize=(cell_inches * n_var * n_img,
+                                      cell_inches * len(members) + 0.6))
     labels = result["table"].drop_duplicates("pool_index").set_index("pool_index")["label"]
     for m, lm in enumerate(members):
         for k in range(n_img):
