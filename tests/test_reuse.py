@@ -128,6 +128,18 @@ def test_gradcam_on_a_program_workdir_needs_its_data_dir(sweep, capsys):
     assert scores["change_vs_clean"].between(0, 1).all()
 
 
+def test_saliency_of_a_global_confounder_scores_the_change(sweep, capsys):
+    out = sweep["tmp"] / "saliency_denoising"
+    status, _, err = run(capsys, "saliency", "--workdir", sweep["root"], "--member", P1,
+                         "--images", 1, "--config", sweep["config"],
+                         f"--config.data_dir={sweep['tfds']}", "--config.experiment=denoising",
+                         "--config.sweep.experiment=denoising", "--out", out)
+    assert status == 0, err
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["region"].tolist() == ["none"] and summary["inside_confounded"].isna().all()
+    assert summary["change_vs_clean"].between(0, 1).all()
+
+
 def test_features_have_the_backbone_width_and_feed_the_head(sweep, capsys):
     out = sweep["tmp"] / "features"
     status, _, err = run(capsys, "features", "--workdir", sweep["root"], "--member", P0,
@@ -198,7 +210,7 @@ def test_tag_region_covers_the_pools_tag(sweep):
 
 
 def tiny_weights(seed=0, size=16):
-    model = Classifier(backbone=ResNet(stage_sizes=(1, 1), width=4), dropout_rate=0.5)
+    model = Classifier(backbone=ResNet(stage_sizes=(1,), width=4), dropout_rate=0.5)
     variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)), train=False)
     mean, scale = state_lib.preprocessing_constants("caffe")
     w = MemberWeights(params=variables["params"], batch_stats=variables["batch_stats"],
@@ -219,7 +231,7 @@ def test_gradcam_reads_the_classifiers_own_score():
             model, w, images)
 
     acts, from_stage, direct, maps, score = check(w, images)
-    assert acts.shape == (3, 2, 2, 32)  # 16 px: stem /4, second stage /2; 4 * 4 * 2 channels
+    assert acts.shape == (3, 4, 4, 16)  # 16 px: the stem halves twice; 4 * width 4 channels
     np.testing.assert_allclose(from_stage, direct, rtol=1e-5, atol=1e-5)
     assert maps.shape == images.shape and (maps >= 0).all() and (maps > 0).any()
     np.testing.assert_allclose(score, direct, atol=1e-5)
