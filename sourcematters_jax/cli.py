@@ -6,6 +6,7 @@
     sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
     sourcematters export    backbone / fine-tuned member -> Keras .h5 (convert_weights.export_cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
+    sourcematters evaluate | saliency | features   reuse finished members (sourcematters_jax.reuse.cli)
 
 Each command is the very module behind it, so `sourcematters X --help` and `python -m MODULE --help`
 say the same thing. Modules are imported only when their command runs, so `--help` stays quick.
@@ -20,9 +21,9 @@ from typing import Callable, Sequence
 PROG = "sourcematters"
 
 
-def _module_main(module: str) -> Callable[[list[str]], int]:
+def _module_main(module: str, function: str = "main") -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
-        main = importlib.import_module(module).main
+        main = getattr(importlib.import_module(module), function)
         return int(main(argv) or 0)
 
     return run
@@ -62,6 +63,12 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
                _module_main("convert_weights.export_cli")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
                _module_main("sourcematters_jax.results.report")),
+    "evaluate": ("evaluate finished members on another config's test sets (cross-evaluation)",
+                 _module_main("sourcematters_jax.reuse.cli", "evaluate_main")),
+    "saliency": ("saliency maps of finished members (Grad-CAM, integrated gradients) and tag scores",
+                 _module_main("sourcematters_jax.reuse.cli", "saliency_main")),
+    "features": ("penultimate features of finished members on a dataset's splits (.npy + index)",
+                 _module_main("sourcematters_jax.reuse.cli", "features_main")),
 }
 
 

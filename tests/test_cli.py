@@ -10,16 +10,25 @@ import pytest
 
 from sourcematters_jax import cli
 
-# command -> module whose build_parser() the command runs
+# command -> module whose build_parser() the command runs (or "module:parser function")
 ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
                      "convert": "convert_weights.cli",
-                     "export": "convert_weights.export_cli", "report": "sourcematters_jax.results.report"}
+                     "export": "convert_weights.export_cli", "report": "sourcematters_jax.results.report",
+                     "evaluate": "sourcematters_jax.reuse.cli:evaluate_parser",
+                     "saliency": "sourcematters_jax.reuse.cli:saliency_parser",
+                     "features": "sourcematters_jax.reuse.cli:features_parser"}
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    module, _, function = ARGPARSE_COMMANDS[command].partition(":")
+    return getattr(importlib.import_module(module), function or "build_parser")()
 
 
 def test_top_level_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("demo", "train", "sweep", "convert", "export", "report"):
+    for name in ("demo", "train", "sweep", "convert", "export", "report", "evaluate", "saliency",
+                 "features"):
         assert f"  {name} " in out
     assert cli.main([]) == 2
     assert cli.main(["trian"]) == 2
@@ -28,7 +37,7 @@ def test_top_level_help_lists_every_command(capsys):
 
 @pytest.mark.parametrize("command", sorted(ARGPARSE_COMMANDS))
 def test_every_flag_has_help(command, capsys):
-    parser = importlib.import_module(ARGPARSE_COMMANDS[command]).build_parser()
+    parser = command_parser(command)
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue

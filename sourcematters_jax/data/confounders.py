@@ -99,15 +99,38 @@ def add_tag(
       font_path: a TrueType file; default matplotlib's DejaVu Sans (see `default_font_path`).
     """
     image = _check_image(image)
-    h, w = image.shape
+    font, position = _tag_geometry(image.shape, font_size, position, scale, font_path)
+    canvas = Image.fromarray(image, mode="L")
+    ImageDraw.Draw(canvas).text(position, letter, font=font, fill=255)
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _tag_geometry(shape: tuple[int, int], font_size: int | None, position: Sequence[int] | None,
+                  scale: float, font_path: str | pathlib.Path | None
+                  ) -> tuple[ImageFont.FreeTypeFont, tuple[int, int]]:
+    """(font, anchor position) `add_tag` uses on an image of `shape` (its defaults, scaled)."""
+    h, w = shape
     if font_size is None:
         font_size = max(1, int(round(TAG_FONT_SIZE * w / REFERENCE_SIZE * scale)))
     if position is None:
         position = (_scaled(TAG_POSITION[0], w), _scaled(TAG_POSITION[1], h))
     font = _font(str(font_path or default_font_path()), int(font_size))
-    canvas = Image.fromarray(image, mode="L")
-    ImageDraw.Draw(canvas).text(tuple(int(v) for v in position), letter, font=font, fill=255)
-    return np.asarray(canvas, dtype=np.uint8).copy()
+    return font, (int(position[0]), int(position[1]))
+
+
+def tag_box(shape: tuple[int, int] = (REFERENCE_SIZE, REFERENCE_SIZE), *, letter: str = TAG_LETTER,
+            scale: float = 1.0, font_path: str | pathlib.Path | None = None
+            ) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) pixel box (right/bottom exclusive) that `add_tag` draws into.
+
+    PIL's `textbbox` of the same letter, font and anchor that `add_tag(image, letter=letter,
+    scale=scale)` uses on an image of `shape` (H, W): every pixel the tag changes lies inside.
+    Divide by the side to get the box as a fraction of the image, e.g. for a resized pool.
+    """
+    font, position = _tag_geometry(tuple(shape), None, None, scale, font_path)
+    canvas = ImageDraw.Draw(Image.new("L", (shape[1], shape[0])))
+    left, top, right, bottom = canvas.textbbox(position, letter, font=font)
+    return int(left), int(top), int(right), int(bottom)
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 BN_EPSILON = 1.001e-5
 BN_MOMENTUM = 0.99
 RESNET50_STAGE_SIZES = (3, 4, 6, 3)
+LAST_STAGE = "last_stage"  # name of the sown last-stage feature map (collection 'intermediates')
 
 
 def _zero_pad(x: jnp.ndarray, pad: int) -> jnp.ndarray:
@@ -177,6 +178,9 @@ class ResNet(nn.Module):
                     projection=block == 0,
                     name=f"conv{stage + 2}_block{block + 1}",
                 )
+        # The last conv stage's activations, for Grad-CAM (sourcematters_jax/reuse/saliency.py):
+        # kept only when 'intermediates' is mutable in apply (init and training leave it out).
+        self.sow("intermediates", LAST_STAGE, x)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

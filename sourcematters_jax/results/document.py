@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sourcematters_jax.results import markdown, naming
+from sourcematters_jax.results import cross as cross_lib, markdown, naming
 from sourcematters_jax.results.load import ResultsTable
 
 
@@ -56,8 +56,9 @@ def render(
     n_permutations: int,
     seed: int,
     unit: str,
+    cross: pd.DataFrame | None = None,
 ) -> str:
-    """The whole report page as Markdown."""
+    """The whole report page as Markdown (with a cross-evaluation section when `cross` has rows)."""
     ok = table.ok
     a, b = compare
     figs = "\n".join(f"![{f}]({f})" for f in figure_files if f.endswith(".png"))
@@ -94,6 +95,36 @@ Paper t and p are the authors' printed values (ImageNet vs RadImageNet, o.o.d.).
 ## Comparison with the study (Keras-compatible AUC, mean over {unit}s; difference = yours - paper)
 
 {markdown.frame(comp)}
-## Summary
+{cross_section(cross)}## Summary
 
 {summary_md}"""
+
+
+def cross_section(cross: pd.DataFrame | None) -> str:
+    """'## Cross-evaluation' with one table per metric, or '' when there is no such row."""
+    if cross is None or cross.empty:
+        return ""
+    return f"""## Cross-evaluation: members on other configs' test sets
+
+From `sourcematters evaluate` tables (docs/reuse.md); `cross_evaluation.csv` has every cell.
+Mean ± SD over members (runs) with status 'ok'. These rows enter no other table or test.
+
+Keras-compatible AUC:
+
+{cross_lib.cross_markdown(cross, "auc_keras")}
+Binary ROC-AUC:
+
+{cross_lib.cross_markdown(cross, "auc")}
+"""
+
+
+def render_cross_only(table: ResultsTable, cross: pd.DataFrame) -> str:
+    """The page for inputs that hold only cross-evaluation tables."""
+    return f"""# Source Matters: report
+
+Inputs ({len(table.files)} table(s)): {", ".join(f"`{f}`" for f in table.files)}
+
+Only cross-evaluation tables ({len(table.cross)} rows): no training results to summarise; pass the
+sweep's own results too (another --workdir) for the full report.
+
+{cross_section(cross)}"""

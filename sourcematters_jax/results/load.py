@@ -24,6 +24,7 @@ RESULTS_FILENAME = "results.csv"
 KEY_COLUMNS = ("experiment", "source", "p_art", "fold", "seed", "test_set")
 METRICS = ("auc", "auc_keras")
 REQUIRED_COLUMNS = KEY_COLUMNS + METRICS
+CROSS_COLUMNS = ("trained_on", "evaluated_on")  # written by `sourcematters evaluate`
 CELL = ["experiment", "test_set", "source", "p_art"]  # one point of a figure
 P_ART_DECIMALS = 6  # p_art values equal to 6 decimals are the same cell
 
@@ -38,6 +39,9 @@ class ResultsTable:
 
     rows: pd.DataFrame
     files: tuple[Path, ...]
+    # Rows of cross-evaluation tables (`sourcematters evaluate`: trained_on / evaluated_on
+    # columns): members on another config's test sets; kept out of every training statistic.
+    cross: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -86,6 +90,11 @@ def read_table(path: Path) -> pd.DataFrame:
     if "status" not in df.columns:
         df["status"] = "ok"
     df["status"] = df["status"].fillna("missing").astype(str).str.strip()
+    if "evaluated_on" in df.columns:
+        missing = [c for c in CROSS_COLUMNS if c not in df.columns or df[c].isna().any()]
+        if missing:
+            raise ReportInputError(f"{path}: a cross-evaluation table needs {list(CROSS_COLUMNS)} "
+                                   f"on every row; {missing} missing or empty")
     for col in ("experiment", "source", "test_set"):
         if df[col].isna().any():
             raise ReportInputError(f"{path}: column {col!r} has empty values")
@@ -125,7 +134,18 @@ def load_results(paths: Sequence[str | Path]) -> ResultsTable:
             if f.resolve() not in {g.resolve() for g in files}:
                 files.append(f)
     df = pd.concat([read_table(f) for f in files], ignore_index=True)
-    key = list(KEY_COLUMNS)
+    is_cross = (df["evaluated_on"].notna() if "evaluated_on" in df.columns
+                else pd.Series(False, index=df.index))
+    cross = _unique_rows(df[is_cross], list(KEY_COLUMNS) + list(CROSS_COLUMNS))
+    rows = _unique_rows(df[~is_cross].drop(columns=list(CROSS_COLUMNS), errors="ignore"),
+                        list(KEY_COLUMNS))
+    if rows.empty and cross.empty:
+        raise ReportInputError(f"no rows in {[str(f) for f in files]}")
+    return ResultsTable(rows=rows, files=tuple(files), cross=cross)
+
+
+def _unique_rows(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Drop exact duplicates; raise naming the files if one key has two different results."""
     values = key + list(METRICS) + ["status"]
     df = df.drop_duplicates(subset=values, keep="first")
     clash = df[df.duplicated(subset=key, keep=False)]
@@ -137,7 +157,7 @@ def load_results(paths: Sequence[str | Path]) -> ResultsTable:
             f"({', '.join(f'{k}={first[k]}' for k in key)}) in {sorted(set(same['source_file']))}; "
             f"{clash[key].drop_duplicates().shape[0]} such key(s) in all"
         )
-    return ResultsTable(rows=df.reset_index(drop=True), files=tuple(files))
+    return df.reset_index(drop=True)
 
 
 UNITS = ("auto", "fold", "run")

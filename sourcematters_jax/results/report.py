@@ -22,7 +22,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from sourcematters_jax.results import document, figures, paper
+from sourcematters_jax.results import cross as cross_lib, document, figures, paper
 from sourcematters_jax.results.compare import DEFAULT_COMPARE, source_tests
 from sourcematters_jax.results.load import METRICS, UNITS, ReportInputError, load_results, resolve_unit
 from sourcematters_jax.results.stats import DEFAULT_N_BOOT, DEFAULT_N_PERMUTATIONS
@@ -39,6 +39,7 @@ class Report:
     comparison: pd.DataFrame
     page: str
     figures: dict  # file stem -> matplotlib Figure
+    cross: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # cross_summary
 
 
 def _positive_int(text: str) -> int:
@@ -91,6 +92,10 @@ def build_report(
     if n_boot < 1 or n_permutations < 1:
         raise ValueError(f"n_boot and n_permutations must be positive, got {n_boot}, {n_permutations}")
     table = load_results(workdirs)
+    cross = cross_lib.cross_summary(table.cross)
+    if table.rows.empty:  # only `sourcematters evaluate` tables
+        empty = pd.DataFrame()
+        return Report(empty, "", empty, empty, document.render_cross_only(table, cross), {}, cross)
     unit = resolve_unit(table.ok, unit)
     summary = summarize(table, n_boot=n_boot, seed=seed, unit=unit)
     tests = paper.with_paper_tests(
@@ -108,8 +113,9 @@ def build_report(
         table=table, summary_md=summary_md, tests=tests, comparison=comparison,
         figure_files=[f"{stem}.{ext}" for stem in figs for ext in ("png", "pdf")],
         compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed, unit=unit,
+        cross=cross,
     )
-    return Report(summary, summary_md, tests, comparison, page, figs)
+    return Report(summary, summary_md, tests, comparison, page, figs, cross)
 
 
 def write_report(report: Report, out: str | Path) -> list[Path]:
@@ -118,10 +124,13 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        report.summary.to_csv(tmp / "summary.csv", index=False)
-        (tmp / "summary.md").write_text("# Summary\n\n" + report.summary_md)
-        report.tests.to_csv(tmp / "tests.csv", index=False)
-        report.comparison.to_csv(tmp / "paper_comparison.csv", index=False)
+        if report.summary_md:  # empty when the inputs hold only cross-evaluation tables
+            report.summary.to_csv(tmp / "summary.csv", index=False)
+            (tmp / "summary.md").write_text("# Summary\n\n" + report.summary_md)
+            report.tests.to_csv(tmp / "tests.csv", index=False)
+            report.comparison.to_csv(tmp / "paper_comparison.csv", index=False)
+        if not report.cross.empty:
+            report.cross.to_csv(tmp / "cross_evaluation.csv", index=False)
         for stem, fig in report.figures.items():
             figures.save(fig, tmp / stem)
         (tmp / "report.md").write_text(report.page)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -100,20 +100,29 @@ def load_member(workdir: str | os.PathLike, member: str | int
     for `state.build_model(...)`; `metadata` has the member row, preprocessing, model, best epoch
     and val loss.
     """
+    return load_members(workdir, [member])[0]
+
+
+def load_members(workdir: str | os.PathLike, members: Sequence[str | int]
+                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """`load_member` for several members of one program, restoring the checkpoint once."""
     ckpt = ProgramCheckpoints(workdir, read_only=True)
     try:
-        best, members = ckpt.restore_best()
+        best, table = ckpt.restore_best()
     finally:
         ckpt.close()
-    pos = _member_position(members, member)
-    pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[pos], t)  # noqa: E731
-    variables = {"params": pick(best["params"]), "batch_stats": pick(best["batch_stats"])}
-    row = members["members"][pos]
-    metadata = {"format": EXPORT_FORMAT, "member": row, "model": members["model"],
-                "image_size": members["image_size"], "preprocessing": row["preprocessing"],
-                "best_epoch": int(np.asarray(best["epoch"])[pos]),
-                "best_val_loss": float(np.asarray(best["val_loss"])[pos])}
-    return variables, metadata
+    out = []
+    for member in members:
+        pos = _member_position(table, member)
+        pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[pos], t)  # noqa: E731
+        variables = {"params": pick(best["params"]), "batch_stats": pick(best["batch_stats"])}
+        row = table["members"][pos]
+        metadata = {"format": EXPORT_FORMAT, "member": row, "model": table["model"],
+                    "image_size": table["image_size"], "preprocessing": row["preprocessing"],
+                    "best_epoch": int(np.asarray(best["epoch"])[pos]),
+                    "best_val_loss": float(np.asarray(best["val_loss"])[pos])}
+        out.append((variables, metadata))
+    return out
 
 
 def export_member(workdir: str | os.PathLike, member: str | int,
