@@ -23,6 +23,7 @@ slice thickness, pixel spacing and, for the slices from 2 below to 2 above the a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pathlib
 import sqlite3
@@ -31,7 +32,6 @@ import zlib
 from xml.sax.saxutils import escape
 
 import numpy as np
-from pydicom.uid import generate_uid
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,8 +55,14 @@ HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<LidcReadMessage uid="{uid}" xm
         '  <StudyInstanceUID>{study}</StudyInstanceUID>\n</ResponseHeader>\n')
 
 
+def uid(*parts: str) -> str:
+    """A deterministic UID under the UUID root 2.25 (pydicom's generate_uid ignores its entropy
+    sources with that prefix and draws a random UUID)."""
+    return "2.25." + str(int(hashlib.sha256("/".join(parts).encode()).hexdigest()[:32], 16))
+
+
 def sop_uid(series_uid: str, index: int) -> str:
-    return generate_uid(prefix=None, entropy_srcs=[series_uid, str(index)])
+    return uid(series_uid, str(index))
 
 
 def roi_xml(z: float, sop: str, inclusion: bool, xy: np.ndarray) -> str:
@@ -100,7 +106,7 @@ def write_patient(db: sqlite3.Connection, patient: str, out: pathlib.Path, extra
             points.append(np.c_[xy[:, 1], xy[:, 0], np.full(len(xy), k)])
         annotations.append(dict(id=row[0], nodule=row[1], chars=dict(zip(CHARACTERISTICS, row[2:])),
                                 rois=rois, points=np.concatenate(points)))
-    text = [HEAD.format(uid=generate_uid(prefix=None, entropy_srcs=[series, "message"]),
+    text = [HEAD.format(uid=uid(series, "message"),
                         message=zlib.crc32(patient.encode()) % 10**9, series=series, study=study)]
     for r, session in enumerate(sessions(annotations, thickness)):
         text.append(f"<readingSession>\n  <annotationVersion>3.12</annotationVersion>\n"

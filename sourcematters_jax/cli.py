@@ -5,6 +5,7 @@
     sourcematters sweep     plan and launch a config's sweep   (python -m launch)
     sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
+    sourcematters prepare-lidc  LIDC-IDRI download -> nodule crops (python -m sourcematters_jax.data.prepare_lidc)
 
 Each command is the very module behind it, so `sourcematters X --help` and `python -m MODULE --help`
 say the same thing. Modules are imported only when their command runs, so `--help` stays quick.
@@ -59,6 +60,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
                 _module_main("convert_weights.cli")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
                _module_main("sourcematters_jax.results.report")),
+    "prepare-lidc": ("LIDC-IDRI DICOM + annotation XML -> the nodule crops lidc_nodules reads",
+                     _module_main("sourcematters_jax.data.prepare_lidc")),
 }
 
 
