@@ -1,7 +1,8 @@
 """TFDS builder `lidc_nodules`: LIDC-IDRI 2-D nodule crops, benign vs malignant, CT noise variants.
 
-The study's LIDC protocol is unpublished, so this builder takes crops the user made with the
-common pylidc recipe (docs/datasets.md has the script) from manual_dir:
+The study's LIDC protocol is unpublished, so this builder takes crops made with the common pylidc
+recipe from manual_dir; `sourcematters prepare-lidc --lidc_root DOWNLOAD --out MANUAL_DIR` makes
+them from the LIDC-IDRI download (docs/datasets.md):
 
   manual_dir/nodules.csv   columns: path, patient_id, malignancy (+ any others, ignored)
       path        crop file relative to manual_dir (.npy: 2-D Hounsfield units; .png: 8-bit grey
