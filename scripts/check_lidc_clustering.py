@@ -33,6 +33,12 @@ def main() -> int:
     warnings.simplefilter("ignore")
     import pylidc as pl
 
+    # pylidc recomputes an annotation's contour matrix (a database query and a Python loop per
+    # contour) in every distance and centroid call; memoised per annotation, values unchanged.
+    matrix, cache = pl.Annotation.contours_matrix.fget, {}
+    pl.Annotation.contours_matrix = property(
+        lambda a: cache[a.id] if a.id in cache else cache.setdefault(a.id, matrix(a)))
+
     differ, ratings, n_nodules = [], collections.Counter(), 0
     scans = pl.query(pl.Scan).all()
     for i, scan in enumerate(scans):

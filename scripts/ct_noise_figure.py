@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ds = dcmread(get_testdata_file("CT_small.dcm"))
     hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     lo, hi = confounders.DISP_WINDOW
-    grey = np.floor((np.clip(hu, lo, hi) - lo) / (hi - lo) * 255.0).astype(np.uint8)  # = lidc.load_crop
+    grey = lidc.window_hu(hu)  # what lidc.load_crop makes of a crop in HU
     geometry = {k: lidc.LidcNodules.DEFAULTS[k] for k in ("pixel_size_cm", "n_angles")}
     panels = [("clean", grey)]
     names = {2 * BASE: "", BASE: " (base)", CONFOUNDED: " (confounded)", CONFOUNDED / 2: ""}

@@ -166,8 +166,9 @@ def prepare(lidc_root: str | os.PathLike, out: str | os.PathLike, *, size: int =
         for i, job in enumerate(jobs):
             new, n_nodules = prepare_series(job, tmp, size, min_readers)
             rows += new
-            progress(f"[{i + 1}/{len(jobs)}] {job.directory.relative_to(root)}: {n_nodules} nodule(s), "
-                     f"{len(new)} marked by >= {min_readers} readers ({time.monotonic() - start:.0f} s)")
+            progress(f"[{i + 1}/{len(jobs)}] {job.directory.relative_to(root).parts[0]} series "
+                     f"...{job.messages[0].series_uid[-12:]}: {n_nodules} nodule(s), {len(new)} marked by "
+                     f">= {min_readers} readers ({time.monotonic() - start:.0f} s)")
         if not rows:
             raise DataError(f"{root}: no nodule is marked by at least {min_readers} radiologists")
         table = pd.DataFrame(rows)
