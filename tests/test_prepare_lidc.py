@@ -107,3 +107,20 @@ def test_the_command_line(prepared, tmp_path, capsys):
     assert "[10/10]" in capsys.readouterr().out
     assert cli.main(["prepare-lidc", "--lidc_root", str(download), "--out", str(tmp_path / "m")]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_clusters_of_more_than_four_readers_are_split_at_a_smaller_tolerance():
+    from sourcematters_jax.data import lidc_cluster
+
+    def marking(row, k, rating):
+        points = np.array([[row, 100, k], [row + 1, 101, k]], float)
+        return lidc_cluster.Marking(points, rating, f"row {row}")
+
+    # two nodules of 3 markings whose closest points are sqrt(8.25) = 2.87 voxels apart: linked
+    # at tol 3 (6 markings > 4 readers), apart once tol has shrunk to 3 x 0.9 = 2.7
+    near = [marking(r, 5, 2) for r in (0.0, 0.5, 1.0)] + [marking(r, 4, 5) for r in (4.5, 5.0, 5.5)]
+    nodules = lidc_cluster.cluster(near, slice_thickness=3.0)
+    assert [n.ratings for n in nodules] == [[5, 5, 5], [2, 2, 2]]  # ordered by slice
+    assert [n.centre for n in nodules] == [(6, 100, 4), (1, 100, 5)]
+    assert len(lidc_cluster.cluster(near, slice_thickness=2.0)) == 2
+    assert len(lidc_cluster.cluster(near[:4], slice_thickness=3.0)) == 1  # 4 markings stay one nodule
