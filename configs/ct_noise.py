@@ -4,7 +4,8 @@ The study's grid: p_art 0/.1/.2/.5/.8/1 x ImageNet/RadImageNet/random x 5 folds 
 study did not publish its CT protocol or noise levels; this project's recipe is in PROTOCOL.md
 (pylidc consensus crops, malignancy median_high > 3 vs < 3). The noise levels are data options:
 sinogram-domain Poisson noise with 2e6 photons on every crop and 1e6 on confounded ones
-(change with --config.data_options.ct_photons_confounded=5e5). Needs the LIDC-IDRI nodule crops (nodules.csv + crops, see docs/datasets.md) in LIDC:
+(change with --config.data_options.ct_photons_confounded=5e5). Needs the LIDC-IDRI nodule crops (nodules.csv + crops, see docs/datasets.md) in LIDC,
+made from the download by `sourcematters prepare-lidc --lidc_root DOWNLOAD --out LIDC`:
 
   sourcematters sweep --config=configs/ct_noise.py:weights=WEIGHTS \
     --config.manual_dir=LIDC --root=sweeps/ct_noise --device_memory_gib=80

@@ -7,6 +7,7 @@
     sourcematters export    backbone / fine-tuned member -> Keras .h5 (convert_weights.export_cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
     sourcematters evaluate | saliency | features   reuse finished members (sourcematters_jax.reuse.cli)
+    sourcematters prepare-lidc  LIDC-IDRI download -> nodule crops (python -m sourcematters_jax.data.prepare_lidc)
 
 Each command is the very module behind it, so `sourcematters X --help` and `python -m MODULE --help`
 say the same thing. Modules are imported only when their command runs, so `--help` stays quick.
@@ -69,6 +70,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
                  _module_main("sourcematters_jax.reuse.cli", "saliency_main")),
     "features": ("penultimate features of finished members on a dataset's splits (.npy + index)",
                  _module_main("sourcematters_jax.reuse.cli", "features_main")),
+    "prepare-lidc": ("LIDC-IDRI DICOM + annotation XML -> the nodule crops lidc_nodules reads",
+                     _module_main("sourcematters_jax.data.prepare_lidc")),
 }
 
 

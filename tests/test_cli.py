@@ -16,7 +16,8 @@ ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
                      "export": "convert_weights.export_cli", "report": "sourcematters_jax.results.report",
                      "evaluate": "sourcematters_jax.reuse.cli:evaluate_parser",
                      "saliency": "sourcematters_jax.reuse.cli:saliency_parser",
-                     "features": "sourcematters_jax.reuse.cli:features_parser"}
+                     "features": "sourcematters_jax.reuse.cli:features_parser",
+                     "prepare-lidc": "sourcematters_jax.data.prepare_lidc"}
 
 
 def command_parser(command: str) -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def test_top_level_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     for name in ("demo", "train", "sweep", "convert", "export", "report", "evaluate", "saliency",
-                 "features"):
+                 "features", "prepare-lidc"):
         assert f"  {name} " in out
     assert cli.main([]) == 2
     assert cli.main(["trian"]) == 2

@@ -1,7 +1,8 @@
 """TFDS builder `lidc_nodules`: LIDC-IDRI 2-D nodule crops, benign vs malignant, CT noise variants.
 
-The study's LIDC protocol is unpublished, so this builder takes crops the user made with the
-common pylidc recipe (docs/datasets.md has the script) from manual_dir:
+The study's LIDC protocol is unpublished, so this builder takes crops made with the common pylidc
+recipe from manual_dir; `sourcematters prepare-lidc --lidc_root DOWNLOAD --out MANUAL_DIR` makes
+them from the LIDC-IDRI download (docs/datasets.md):
 
   manual_dir/nodules.csv   columns: path, patient_id, malignancy (+ any others, ignored)
       path        crop file relative to manual_dir (.npy: 2-D Hounsfield units; .png: 8-bit grey
@@ -45,6 +46,12 @@ def patient_number(value: str, *, where: str) -> int:
     return int(match.group(1))
 
 
+def window_hu(hu: np.ndarray) -> np.ndarray:
+    """Hounsfield units -> uint8 grey: DISP_WINDOW [-1200, 800] HU onto 0..255, truncated."""
+    lo, hi = confounders.DISP_WINDOW
+    return np.floor((np.clip(np.asarray(hu, np.float64), lo, hi) - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
 def load_crop(path: pathlib.Path) -> np.ndarray:
     """A crop as uint8 grey: .npy Hounsfield units windowed to DISP_WINDOW, or an 8-bit image."""
     if path.suffix.lower() == ".npy":
@@ -54,9 +61,7 @@ def load_crop(path: pathlib.Path) -> np.ndarray:
             raise rawdata.DataError(f"unreadable crop {path}: {e}") from e
         if hu.ndim != 2 or not np.issubdtype(hu.dtype, np.number):
             raise rawdata.DataError(f"{path}: expected a 2-D numeric array of HU, got {hu.dtype} {hu.shape}")
-        lo, hi = confounders.DISP_WINDOW
-        grey = np.floor((np.clip(hu.astype(np.float64), lo, hi) - lo) / (hi - lo) * 255.0)
-        crop = grey.astype(np.uint8)
+        crop = window_hu(hu)
     else:
         crop = rawdata.load_grayscale(path)
     if crop.shape[0] != crop.shape[1]:
