@@ -5,7 +5,8 @@
   3. initialise members (seeded head, backbone from its source) or restore the last checkpoint
   4. per epoch: the M-member train step `steps_per_epoch` times, then validation loss,
      best-state keeping and early stopping per member; summaries; checkpoint
-  5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests; write
+  5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests (and any extra
+     o.o.d. tests the data carries, data option extra_ood); write
      results.csv and predictions.csv
 Every device computation is a per-member function lifted by `packing.Runner` (vmap, lax.map or a
 Python loop; member axis sharded over devices). Compiled programs are cached per process by the
