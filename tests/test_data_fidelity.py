@@ -154,7 +154,8 @@ def test_study_call_font_is_the_studys_findfont():
     path = confounders.resolve_font("study_call")
     assert path == pathlib.Path(findfont(FontProperties(family="sans-serif", weight="light")))
     record = confounders.font_record("study_call")
-    assert record["setting"] == "study_call" and record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["setting"] == "study_call"
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     image = np.zeros((1024, 1024), np.uint8)
     for spec in ("study_call", str(BOLD)):  # a face other than the bundled one draws another letter
         if confounders.resolve_font(spec) != confounders.default_font_path():

@@ -18,7 +18,8 @@ def test_masked_aucs_equal_the_host_aucs(seed):
     probs = np.stack([1 - p1, p1], axis=1)
     mask = rng.random(n) < 0.7
     exact = jax.jit(device_metrics.masked_roc_auc)(jnp.asarray(p1), jnp.asarray(labels), jnp.asarray(mask))
-    keras = jax.jit(device_metrics.masked_keras_auc)(jnp.asarray(probs), jnp.asarray(labels), jnp.asarray(mask))
+    keras = jax.jit(device_metrics.masked_keras_auc)(jnp.asarray(probs), jnp.asarray(labels),
+                                                     jnp.asarray(mask))
     assert float(exact) == pytest.approx(roc_auc_score(labels[mask], p1[mask]), abs=1e-6)
     assert float(exact) == pytest.approx(metrics.roc_auc(labels[mask], p1[mask]), abs=1e-6)
     assert float(keras) == pytest.approx(metrics.keras_auc(labels[mask], probs[mask]), abs=1e-5)

@@ -62,7 +62,8 @@ def test_summaries_carry_val_auc_per_epoch(run):
 
     data = load_experiment("tag", dataset="synthetic_cxr", data_dir=run["config"].data_dir, image_size=32)
     for member_id, rows in run["results"].groupby("member_id"):
-        events = EventAccumulator(str(run["workdir"] / "tensorboard" / member_id), size_guidance={"tensors": 0})
+        events = EventAccumulator(str(run["workdir"] / "tensorboard" / member_id),
+                                  size_guidance={"tensors": 0})
         events.Reload()
         auc, keras = _scalars(events, "val_auc"), _scalars(events, "val_auc_keras")
         assert sorted(auc) == sorted(keras) == list(range(1, EPOCHS + 1))
