@@ -78,10 +78,33 @@ def test_demo_config_is_tiny_and_confounds_tags():
 
 
 def test_ct_noise_levels_are_the_builders_and_overridable():
+    from sourcematters_jax.data import split_options
     from sourcematters_jax.data.lidc import LidcNodules
 
     for name in ("ct_noise", "ct_xray_noise"):
         options = load(name).data_options.to_dict()
-        assert options and all(LidcNodules.DEFAULTS[k] == v for k, v in options.items())
+        builder = {k: v for k, v in options.items() if k not in split_options.DEFAULTS}
+        assert builder and all(LidcNodules.DEFAULTS[k] == v for k, v in builder.items())
     config = load("ct_noise", "", ["data_options.ct_photons_confounded=5e5"])
     assert config.data_options.ct_photons_confounded == 5e5
+
+
+def test_fidelity_options_of_the_chest14_configs():
+    """Issue 16: the study's p = 0 protocol is xray_noise's default; font, size, draw, extra_ood."""
+    from sourcematters_jax.data import split_options
+
+    xray = load("xray_noise")
+    assert xray.data_options.p0_protocol == "clean" and xray.image_size == 224
+    assert load("xray_noise", "p0=base_noise").data_options.p0_protocol == "base_noise"
+    opts, builder = split_options.split_options("xray_noise", "chest14_source_matters",
+                                                load("xray_noise").data_options.to_dict())
+    assert opts == split_options.SplitOptions((), "clean", "per_member") and builder == {}
+    tag = load("tag", "font=study_call,size=512,draw=shared,extra_ood=denoising+xray_noise")
+    assert tag.data_options.tag_font == "study_call" and tag.image_size == 512
+    opts, builder = split_options.split_options("tag", "chest14_source_matters", tag.data_options.to_dict())
+    assert opts.extra_ood == ("denoising", "xray_noise") and opts.confound_draw == "shared"
+    assert builder == {"tag_font": "study_call"}
+    assert load("tag").data_options.tag_font == "bundled"
+    assert "draw" not in load("sex").data_options and "tag_font" not in load("denoising").data_options
+    with pytest.raises(ValueError, match="unknown config argument 'p0'"):
+        load("tag", "p0=clean")

@@ -5,6 +5,7 @@
   synthetic     a generated NIH-layout download (procedural radiographs) for demos and tests
   chest14, lidc, synthetic_builder   TFDS builders (array_record, readable without TensorFlow)
   selection     which images of a member carry the confounder
+  split_options extra_ood, p0_protocol, confound_draw: options of the member splits, not the build
   experiment    load_experiment(...) -> ExperimentData (types.py)
 """
 

@@ -18,6 +18,7 @@ define the procedures; where they were unseeded, the functions here take an expl
 from __future__ import annotations
 
 import functools
+import hashlib
 import pathlib
 from typing import Sequence
 
@@ -71,6 +72,50 @@ def default_font_path() -> pathlib.Path:
     if not path.is_file():
         raise FileNotFoundError(f"matplotlib's DejaVu Sans is missing: {path}")
     return path
+
+
+TAG_FONTS = ("bundled", "study_call")  # or a path to a TrueType file
+
+
+def study_call_font_path() -> pathlib.Path:
+    """What the study's `findfont(FontProperties(family='sans-serif', weight='light'))` returns here.
+
+    DejaVuSans-ExtraLight.ttf on a machine with the common DejaVu fonts (fonts-dejavu-extra),
+    matplotlib's bundled DejaVuSans.ttf (Book) without them: the tag then differs (docs/datasets.md).
+    """
+    from matplotlib.font_manager import FontProperties, findfont
+
+    return pathlib.Path(findfont(FontProperties(family="sans-serif", weight="light")))
+
+
+def resolve_font(spec: str | None) -> pathlib.Path:
+    """The TrueType file of a tag-font setting: 'bundled' (default), 'study_call' or a path.
+
+    Raises FileNotFoundError naming the setting when a path does not exist.
+    """
+    spec = spec or "bundled"
+    if spec == "bundled":
+        return default_font_path()
+    if spec == "study_call":
+        return study_call_font_path()
+    path = pathlib.Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"tag_font={spec!r}: expected 'bundled', 'study_call' or an existing "
+                                f"TrueType file")
+    return path.absolute()
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def font_record(spec: str | None) -> dict[str, str]:
+    """{'setting', 'path', 'sha256', 'name'} of the resolved tag font, for dataset metadata."""
+    path = resolve_font(spec)
+    family, style = ImageFont.truetype(str(path), 10).getname()
+    return {"setting": spec or "bundled", "path": str(path),
+            "sha256": _sha256(str(path), path.stat().st_mtime_ns), "name": f"{family} {style}"}
 
 
 @functools.lru_cache(maxsize=32)

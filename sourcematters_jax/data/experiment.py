@@ -12,16 +12,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sourcematters_jax.data import selection, splits as splits_lib
-from sourcematters_jax.data.types import ImagePool, MemberData
+from sourcematters_jax.data import selection, split_options, splits as splits_lib
+from sourcematters_jax.data.types import EXTRA_OOD_PREFIX, ImagePool, MemberData, SplitIndex
 
 # Importing the builder modules registers them with TFDS.
 from sourcematters_jax.data.chest14 import Chest14Sex, Chest14SourceMatters
@@ -68,31 +69,49 @@ def read_split(source) -> dict[str, np.ndarray | list]:
 class FoldExperiment:
     """An experiment with a fixed test set and per-fold train/val membership (all but sex).
 
-    membership: int8 [N, n_folds], 1 = train, 2 = val of fold k (k = 1..n_folds); is_test: bool [N].
+    membership: int8 [N, n_folds], 1 = train, 2 = val of fold k (k = 1..n_folds); is_test: bool [N],
+    both over the N images of the pool's first block. blocks: block name -> first pool row (see
+    ImagePool; empty = the pool is one block); options: split_options.SplitOptions.
     """
 
     experiment: str
     pool: ImagePool
     membership: np.ndarray
     is_test: np.ndarray
+    blocks: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    options: split_options.SplitOptions = split_options.SplitOptions()
 
     def _fold(self, fold: int) -> int:
         if not 1 <= int(fold) <= self.membership.shape[1]:
             raise ValueError(f"fold must be in 1..{self.membership.shape[1]}, got {fold}")
         return int(fold) - 1
 
+    def _block(self, name: str) -> int:
+        if name not in self.blocks:
+            raise ValueError(f"the pool holds no {name!r} block (blocks {sorted(self.blocks)})")
+        return self.blocks[name]
+
     def member_data(self, p_art: float, fold: int, seed: int) -> MemberData:
         k, labels = self._fold(fold), self.pool.labels
+        n = self.membership.shape[0]
         test = np.flatnonzero(self.is_test)
-        return MemberData(
-            train=selection.confound_positives(np.flatnonzero(self.membership[:, k] == 1), labels, p_art,
-                                               seed, fold, "train"),
-            val=selection.confound_positives(np.flatnonzero(self.membership[:, k] == 2), labels, p_art,
-                                             seed, fold, "val"),
-            test_iid=selection.confound_positives(test, labels, p_art, seed, "test_iid"),
-            test_ood=selection.ood(test, labels),
-            test_clean=selection.clean(test),
-        )
+        train_idx = np.flatnonzero(self.membership[:, k] == 1)
+        val_idx = np.flatnonzero(self.membership[:, k] == 2)
+        if self.options.confound_draw == "shared":
+            mask = selection.shared_confounded(labels[:n], p_art, seed)
+            train, val, test_iid = (selection.from_mask(i, mask) for i in (train_idx, val_idx, test))
+        else:
+            train = selection.confound_positives(train_idx, labels, p_art, seed, fold, "train")
+            val = selection.confound_positives(val_idx, labels, p_art, seed, fold, "val")
+            test_iid = selection.confound_positives(test, labels, p_art, seed, "test_iid")
+        if self.options.p0_protocol == "clean" and p_art == 0:
+            # The study's p = 0 point: runs on the raw images (nothing is confounded at p = 0).
+            off = self._block(split_options.CLEAN_BLOCK)
+            train, val, test_iid = (SplitIndex(s.indices + off, s.confounded) for s in (train, val, test_iid))
+        extra = {f"{EXTRA_OOD_PREFIX}{e}": selection.ood(test + self._block(e), labels)
+                 for e in self.options.extra_ood}
+        return MemberData(train=train, val=val, test_iid=test_iid, test_ood=selection.ood(test, labels),
+                          test_clean=selection.clean(test), extra_tests=extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,14 +196,17 @@ def load_experiment(experiment: str, *, dataset: str, data_dir: str | os.PathLik
       manual_dir: the raw download for builders that need one ('' or None: TFDS's default,
         <data_dir>/downloads/manual). synthetic_cxr needs none.
       image_size: model input side in pixels.
-      **options: builder options (see each builder's DEFAULTS), e.g. splits_dir, tag_scale, seed.
+      **options: builder options (see each builder's DEFAULTS), e.g. splits_dir, tag_scale, seed,
+        tag_font; and the split options extra_ood, p0_protocol, confound_draw (split_options.py),
+        which change the member splits, not the build.
     """
+    splits_opts, options = split_options.split_options(experiment, dataset, options)
     builder = make_builder(experiment, dataset=dataset, data_dir=data_dir, image_size=image_size, **options)
     with _build_lock(builder):
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
     # A builder made before another process finished the build holds stale info: read it afresh.
     builder = make_builder(experiment, dataset=dataset, data_dir=data_dir, image_size=image_size, **options)
-    return experiment_from_builder(experiment, builder)
+    return experiment_from_builder(experiment, builder, splits_opts)
 
 
 def read_examples(builder: tfds.core.DatasetBuilder) -> tuple[dict[str, list], np.ndarray]:
@@ -200,18 +222,42 @@ def read_examples(builder: tfds.core.DatasetBuilder) -> tuple[dict[str, list], n
     return {k: [v[i] for i in order] for k, v in merged.items()}, split_of[order]
 
 
-def experiment_from_builder(experiment: str, builder: tfds.core.DatasetBuilder):
-    """The ExperimentData of a prepared builder: its pool (the experiment's variants) + splits."""
+def _metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+    """The builder's recorded metadata (options, resolved font, ...) as plain JSON-like values."""
+    meta = builder.info.metadata
+    return json.loads(json.dumps(dict(meta) if meta else {}, default=str))
+
+
+def experiment_from_builder(experiment: str, builder: tfds.core.DatasetBuilder,
+                            options: split_options.SplitOptions | None = None):
+    """The ExperimentData of a prepared builder: its pool (the experiment's variants) + splits.
+
+    `options` (split_options.SplitOptions; default: the defaults for `experiment`) may add row
+    blocks to the pool: the raw images for xray_noise's p0_protocol='clean', and the other
+    confounders' variant pairs for extra_ood.
+    """
+    if options is None:
+        options, _ = split_options.split_options(experiment, builder.name, {})
     ex, split_of = read_examples(builder)
     _, variants = EXPERIMENTS[experiment]
-    if "images" in ex:
-        images = np.stack([np.stack([im[v] for v in variants]) for im in ex["images"]])
-    else:
+    meta = _metadata(builder)
+    if "images" not in ex:
         images = np.stack(ex["image"])[:, None]
+        blocks = {experiment: variants}
+    else:
+        blocks = split_options.pool_blocks(experiment, options, {e: v for e, (_, v) in EXPERIMENTS.items()})
+        images = np.concatenate([np.stack([np.stack([im[v] for v in pair]) for im in ex["images"]])
+                                 for pair in blocks.values()])
+    n, b = len(ex["name"]), len(blocks)
+    offsets = {name: i * n for i, name in enumerate(blocks)}
+    if b > 1:
+        meta["blocks"] = {name: [offsets[name], *pair] for name, pair in blocks.items()}
     pool = ImagePool(images=images.astype(np.uint8), variants=variants,
-                     labels=np.asarray(ex["label"], np.int32),
-                     patient_ids=np.asarray(ex["patient_id"], np.int64), names=tuple(ex["name"]))
+                     labels=np.tile(np.asarray(ex["label"], np.int32), b),
+                     patient_ids=np.tile(np.asarray(ex["patient_id"], np.int64), b),
+                     names=tuple(ex["name"]) * b, metadata=meta)
     if experiment == "sex":
         return SexExperiment(experiment, pool, np.stack(ex["membership"]), is_test=split_of == "test",
                              is_heldout=split_of == "heldout", sex=np.asarray(["M", "F"])[np.asarray(ex["sex"])])
-    return FoldExperiment(experiment, pool, np.stack(ex["folds"]), is_test=split_of == "test")
+    return FoldExperiment(experiment, pool, np.stack(ex["folds"]), is_test=split_of == "test",
+                          blocks=offsets, options=options)

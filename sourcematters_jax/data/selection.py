@@ -13,6 +13,11 @@ of them are confounded:
     on which other members exist or their order;
   * the i.i.d. test selection is keyed without the fold, so all folds of a seed are evaluated on
     the same i.i.d. test images, as in the study (one test directory per p_art).
+
+`shared_confounded` offers the study's single draw instead (option confound_draw='shared'): one
+permutation of all positives of the dataset per seed, the first round(p_art * n_pos) confounded,
+and every fold's train / val / i.i.d. test take that one selection; the fraction is then exact
+only over the whole dataset (docs/datasets.md says what this does to the fold spread).
 """
 
 from __future__ import annotations
@@ -58,6 +63,25 @@ def confound_positives(indices: np.ndarray, labels: np.ndarray, p_art: float, *k
     confounded = np.zeros(len(idx), bool)
     confounded[positives[order[:n_confounded(p_art, len(positives))]]] = True
     return SplitIndex(idx, confounded)
+
+
+def shared_confounded(labels: np.ndarray, p_art: float, seed: int) -> np.ndarray:
+    """bool [N]: the study's one draw per p_art over all N pool images (nested in p_art).
+
+    round(p_art * n_pos) of the pool's positives, the first ones of a permutation keyed by the
+    seed only, so every fold (and source) of a seed sees the same confounded images.
+    """
+    positives = np.flatnonzero(np.asarray(labels) == 1)
+    order = rng_for("confound_shared", seed).permutation(len(positives))
+    mask = np.zeros(len(labels), bool)
+    mask[positives[order[:n_confounded(p_art, len(positives))]]] = True
+    return mask
+
+
+def from_mask(indices: np.ndarray, mask: np.ndarray) -> SplitIndex:
+    """A SplitIndex over `indices` (sorted) confounded where the pool-wide `mask` is True."""
+    idx = np.sort(np.asarray(indices, np.int32))
+    return SplitIndex(idx, np.asarray(mask, bool)[idx])
 
 
 def ood(indices: np.ndarray, labels: np.ndarray) -> SplitIndex:

@@ -59,7 +59,10 @@ def make_config(image_size: int, defaults: Mapping[str, Any], **options: Any) ->
     changed = {k: merged[k] for k in sorted(merged) if merged[k] != defaults[k]}
     name = f"{int(image_size)}px"
     if changed:
-        text = json.dumps(changed, sort_keys=True, default=str)
+        fingerprint = dict(changed)
+        if "tag_font" in fingerprint:  # 'study_call' resolves per machine: name the file's content
+            fingerprint["tag_font"] = confounders.font_record(fingerprint["tag_font"])["sha256"]
+        text = json.dumps(fingerprint, sort_keys=True, default=str)
         name += "_" + hashlib.sha256(text.encode()).hexdigest()[:10]
     return PoolConfig(name=name, image_size=int(image_size), options=merged,
                       description=f"images at {image_size} px; options {merged}")
@@ -67,10 +70,17 @@ def make_config(image_size: int, defaults: Mapping[str, Any], **options: Any) ->
 
 def dataset_info(builder: tfds.core.DatasetBuilder, *, description: str, features: tfds.features.FeaturesDict,
                  citation: str, homepage: str) -> tfds.core.DatasetInfo:
-    """DatasetInfo built directly (TFDS's `dataset_info_from_configs` reads package files)."""
+    """DatasetInfo built directly (TFDS's `dataset_info_from_configs` reads package files).
+
+    Its metadata (written to metadata.json with the build, read back with it) holds the options
+    and, for builders that draw the tag, `tag_font`: the resolved font file and its sha256.
+    """
+    options = dict(builder.builder_config.options)
+    metadata = tfds.core.MetadataDict(options=options)
+    if "tag_font" in options:
+        metadata["tag_font"] = confounders.font_record(options["tag_font"])
     return tfds.core.DatasetInfo(builder=builder, description=description, features=features,
-                                 citation=citation, homepage=homepage,
-                                 metadata=tfds.core.MetadataDict(options=dict(builder.builder_config.options)))
+                                 citation=citation, homepage=homepage, metadata=metadata)
 
 
 def image_feature(size: int) -> tfds.features.Tensor:
@@ -90,14 +100,17 @@ XRayVariant = Callable[[np.ndarray, str, Mapping[str, Any]], np.ndarray]
 
 XRAY_VARIANTS: dict[str, XRayVariant] = {
     "clean": lambda im, name, o: im,
-    "tag": lambda im, name, o: confounders.add_tag(im, scale=o["tag_scale"]),
+    "tag": lambda im, name, o: confounders.add_tag(im, scale=o["tag_scale"],
+                                                   font_path=confounders.resolve_font(o["tag_font"])),
     "lowpass": lambda im, name, o: confounders.low_pass(im),
     "noise_base": lambda im, name, o: confounders.xray_noise(
         im, o["photons_base"], seed_sequence("xray_noise", o["noise_seed"], name, "base")),
     "noise_confounded": lambda im, name, o: confounders.xray_noise(
         im, o["photons_confounded"], seed_sequence("xray_noise", o["noise_seed"], name, "confounded")),
 }
-XRAY_OPTIONS = {"tag_scale": 1.0, "photons_base": confounders.PHOTONS_BASE,
+# tag_font: 'bundled' (matplotlib's DejaVuSans.ttf), 'study_call' (the study's findfont call on
+# this machine) or a TrueType path; see confounders.resolve_font and docs/datasets.md.
+XRAY_OPTIONS = {"tag_scale": 1.0, "tag_font": "bundled", "photons_base": confounders.PHOTONS_BASE,
                 "photons_confounded": confounders.PHOTONS_CONFOUNDED, "noise_seed": 0}
 
 

@@ -10,13 +10,14 @@ variant. The trainer pads these per-member index arrays to a common length with 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 CLEAN, CONFOUNDED = 0, 1  # positions in ImagePool.variants
 SPLITS = ("train", "val", "test_iid", "test_ood", "test_clean")
 TEST_SPLITS = ("test_iid", "test_ood", "test_clean")
+EXTRA_OOD_PREFIX = "test_ood_"  # MemberData.extra_tests keys: test_ood_<other confounder>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ImagePool:
       labels: int32 [N], 0 = negative (NO), 1 = positive (YES).
       patient_ids: int64 [N].
       names: the N image file names (for tracing a prediction back to its file).
+      metadata: what the dataset recorded about its build (e.g. the tag font file and its
+        sha256; the row blocks below), JSON-like. Empty for pools made in memory.
+
+    A pool may hold the experiment's images several times, as consecutive row blocks of equal
+    size, each block with its own (variant 0, variant 1) pair: e.g. a tag pool asked for the
+    denoising o.o.d. test holds a second block (clean, lowpass). `metadata['blocks']` then maps
+    each block name to [first row, variant 0, variant 1]; the first block is the experiment's own.
+    The variant axis stays two wide, so the trainer's gather needs no change.
     """
 
     images: np.ndarray
@@ -39,6 +48,7 @@ class ImagePool:
     labels: np.ndarray
     patient_ids: np.ndarray
     names: tuple[str, ...]
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         n = self.images.shape[0]
@@ -65,13 +75,28 @@ class SplitIndex:
 
 @dataclasses.dataclass(frozen=True)
 class MemberData:
-    """Every split of one member. `test_clean` never has a confounded image."""
+    """Every split of one member. `test_clean` never has a confounded image.
+
+    `extra_tests` holds further test splits by name, e.g. 'test_ood_denoising' (the o.o.d. test of
+    another confounder, on request: `extra_ood` in docs/datasets.md); they are evaluated and
+    reported like the three fixed ones.
+    """
 
     train: SplitIndex
     val: SplitIndex
     test_iid: SplitIndex
     test_ood: SplitIndex
     test_clean: SplitIndex
+    extra_tests: Mapping[str, SplitIndex] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in self.extra_tests:
+            if not name.startswith(EXTRA_OOD_PREFIX) or name in TEST_SPLITS:
+                raise ValueError(f"extra test split {name!r} must be named {EXTRA_OOD_PREFIX}<confounder>")
+
+    def test_splits(self) -> dict[str, SplitIndex]:
+        """Every test split by name: the three fixed ones, then the extra ones."""
+        return {**{s: getattr(self, s) for s in TEST_SPLITS}, **dict(self.extra_tests)}
 
 
 class ExperimentData(Protocol):

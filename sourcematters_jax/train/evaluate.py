@@ -8,7 +8,9 @@ the host, so every example is evaluated exactly once and none is dropped.
 The epoch end follows Keras' callbacks: ModelCheckpoint(monitor='val_loss', save_best_only=True)
 keeps the weights of the first epoch with a strictly lower validation loss, and
 EarlyStopping(monitor='val_loss', patience=p) stops a member after p epochs without improvement.
-Both are `jnp.where` selections, so members stop independently inside one program.
+Both are `jnp.where` selections, so members stop independently inside one program. The epoch end
+also returns the validation AUCs (exact and Keras-compatible, device_metrics.py), which the
+study's Keras logs carried per epoch; they are logged, never used for selection.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flax import struct
 
 from sourcematters_jax.data.types import TEST_SPLITS
 from sourcematters_jax.models import Classifier
+from sourcematters_jax.train.device_metrics import masked_keras_auc, masked_roc_auc
 from sourcematters_jax.train.state import BestState, TrainState, normalize
 from sourcematters_jax.train.step import DevicePool, Examples, MemberArrays, gather
 
@@ -65,6 +68,8 @@ class EpochEnd:
     val_loss: jnp.ndarray
     improved: jnp.ndarray
     active: jnp.ndarray  # the member trained this epoch and is not stopped
+    val_auc: jnp.ndarray  # exact binary ROC-AUC of the positive-class probability
+    val_auc_keras: jnp.ndarray  # the study's flattened Keras AUC
 
 
 def make_end_epoch(model: Classifier, *, eval_batch_size: int, patience: int,
@@ -78,9 +83,12 @@ def make_end_epoch(model: Classifier, *, eval_batch_size: int, patience: int,
     """
 
     def end_epoch(train: TrainState, best: BestState, data: MemberArrays, pool: DevicePool):
-        _, ce = predict(train.params, train.batch_stats, train.pixel_mean, train.pixel_scale,
-                        data.val, pool, model=model, eval_batch_size=eval_batch_size)
+        probs, ce = predict(train.params, train.batch_stats, train.pixel_mean, train.pixel_scale,
+                            data.val, pool, model=model, eval_batch_size=eval_batch_size)
         val_loss = mean_loss(ce, data.val.mask)
+        labels = pool.labels[data.val.indices]
+        val_auc = masked_roc_auc(probs[:, 1], labels, data.val.mask)
+        val_auc_keras = masked_keras_auc(probs, labels, data.val.mask)
         active = ~train.stopped
         finite = jnp.isfinite(val_loss)
         improved = active & finite & (val_loss < best.val_loss)
@@ -98,7 +106,8 @@ def make_end_epoch(model: Classifier, *, eval_batch_size: int, patience: int,
             stopped=train.stopped | nonfinite | (active & (bad_epochs >= patience)),
             nonfinite=train.nonfinite | nonfinite,
         )
-        return train, best, EpochEnd(val_loss=val_loss, improved=improved, active=active)
+        return train, best, EpochEnd(val_loss=val_loss, improved=improved, active=active,
+                                     val_auc=val_auc, val_auc_keras=val_auc_keras)
 
     return end_epoch
 
@@ -106,14 +115,22 @@ def make_end_epoch(model: Classifier, *, eval_batch_size: int, patience: int,
 def make_predict_tests(model: Classifier, *, eval_batch_size: int
                        ) -> Callable[[TrainState, BestState, MemberArrays, DevicePool],
                                      dict[str, jnp.ndarray]]:
-    """(train, best, arrays, pool) -> {test split: probabilities [n_pad, 2]} of the best state."""
+    """(train, best, arrays, pool) -> {test split: probabilities [n_pad, 2]} of the best state.
+
+    Every test split of `all_test_splits(arrays)`: the three fixed ones and any extra ones.
+    """
 
     def predict_tests(train: TrainState, best: BestState, data: MemberArrays, pool: DevicePool):
         out = {}
-        for split in TEST_SPLITS:
+        for split, examples in all_test_splits(data).items():
             out[split], _ = predict(best.params, best.batch_stats, train.pixel_mean,
-                                    train.pixel_scale, getattr(data, split), pool, model=model,
+                                    train.pixel_scale, examples, pool, model=model,
                                     eval_batch_size=eval_batch_size)
         return out
 
     return predict_tests
+
+
+def all_test_splits(arrays: MemberArrays) -> dict[str, Examples]:
+    """Every test split of packed member arrays by name: test_iid, test_ood, test_clean, extras."""
+    return {**{s: getattr(arrays, s) for s in TEST_SPLITS}, **dict(arrays.extra_tests)}

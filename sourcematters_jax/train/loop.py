@@ -5,7 +5,8 @@
   3. initialise members (seeded head, backbone from its source) or restore the last checkpoint
   4. per epoch: the M-member train step `steps_per_epoch` times, then validation loss,
      best-state keeping and early stopping per member; summaries; checkpoint
-  5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests; write
+  5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests (and any extra
+     o.o.d. tests the data carries, data option extra_ood); write
      results.csv and predictions.csv
 Every device computation is a per-member function lifted by `packing.Runner` (vmap, lax.map or a
 Python loop; member axis sharded over devices). Compiled programs are cached per process by the
@@ -28,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from sourcematters_jax import pretrained as pretrained_lib
-from sourcematters_jax.data.types import SPLITS, TEST_SPLITS, ExperimentData, MemberData
+from sourcematters_jax.data.types import SPLITS, ExperimentData, MemberData
 from sourcematters_jax.members import Member, expand_sweep, select_members
 from sourcematters_jax.train import checkpoints, results, summaries
 from sourcematters_jax.train import config as config_lib
@@ -319,12 +320,12 @@ def _write_results(config, workdir, rows, data, arrays, probs, train_np, best_np
     program = {"dataset": config.dataset, "image_size": config.image_size,
                "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
                "model_width": config.model.width, "model_dtype": config.model.dtype}
-    split_arrays = {s: {"indices": getattr(arrays, s).indices, "mask": getattr(arrays, s).mask,
-                        "confounded": getattr(arrays, s).confounded} for s in TEST_SPLITS}
+    split_arrays = {s: {"indices": a.indices, "mask": a.mask, "confounded": a.confounded}
+                    for s, a in evaluate.all_test_splits(arrays).items()}
     table_df, preds_df = results.build_tables(
         rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
         best_np.epoch, best_np.val_loss, train_np.epochs_trained, train_np.nonfinite)
-    for test_set in results.TEST_SET_NAMES.values():
+    for test_set in table_df["test_set"].unique():
         sel = table_df["test_set"] == test_set
         writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
                              f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
@@ -362,7 +363,8 @@ def _log_epoch(runner, writer, epoch, num_epochs, step_metrics, info, best, trai
     best_val = runner.to_host(_field(best, "val_loss"))
     stopped = runner.to_host(_field(train, "stopped"))
     writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
-                         "best_val_loss": best_val}, info.active)
+                         "best_val_loss": best_val, "val_auc": info.val_auc,
+                         "val_auc_keras": info.val_auc_keras}, info.active)
     summaries.log_epoch(epoch, num_epochs, train_loss, info.val_loss, info.active, stopped)
     return np.asarray(stopped, bool)
 

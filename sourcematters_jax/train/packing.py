@@ -74,22 +74,33 @@ def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[i
 
 def pack_member_arrays(members_data: Sequence[MemberData], *, batch_size: int,
                        eval_batch_size: int) -> MemberArrays:
-    """Stack members' splits as numpy [M, n_pad] arrays (train padded to steps * batch)."""
+    """Stack members' splits as numpy [M, n_pad] arrays (train padded to steps * batch).
+
+    Extra test splits (MemberData.extra_tests) must be the same names for every member.
+    """
     batch, steps = train_layout(members_data, batch_size)
+    extra_names = list(members_data[0].extra_tests)
+    for i, md in enumerate(members_data):
+        if list(md.extra_tests) != extra_names:
+            raise ValueError(f"member {i} has extra test splits {list(md.extra_tests)}, member 0 "
+                             f"{extra_names}: every member of a program needs the same ones")
+    split_of = lambda md, split: (md.extra_tests[split] if split in md.extra_tests  # noqa: E731
+                                  else getattr(md, split))
+    names = [*SPLITS, *extra_names]
     lengths = {"train": batch * steps}
-    for split in SPLITS[1:]:
-        longest = max(len(getattr(md, split).indices) for md in members_data)
+    for split in names[1:]:
+        longest = max(len(split_of(md, split).indices) for md in members_data)
         lengths[split] = padded_length(longest, eval_batch_size)
     for i, md in enumerate(members_data):
-        for split in SPLITS:
-            s = getattr(md, split)
-            if len(s.indices) == 0:
+        for split in names:
+            if len(split_of(md, split).indices) == 0:
                 raise ValueError(f"member {i}: split {split!r} is empty")
     stacked = {}
-    for split in SPLITS:
-        per_member = [_pad_split(getattr(md, split), lengths[split]) for md in members_data]
+    for split in names:
+        per_member = [_pad_split(split_of(md, split), lengths[split]) for md in members_data]
         stacked[split] = jax.tree.map(lambda *xs: np.stack(xs), *per_member)
-    return MemberArrays(**stacked)
+    return MemberArrays(**{s: stacked[s] for s in SPLITS},
+                        extra_tests={s: stacked[s] for s in extra_names})
 
 
 def stack_trees(trees: Sequence[Any]) -> Any:

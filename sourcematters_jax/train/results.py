@@ -2,7 +2,8 @@
 WORKDIR/predictions.csv (one row per member, test set and example).
 
 results.csv columns (docs/architecture.md): member_index, member_id, the Member fields
-(experiment, source, p_art, fold, seed), test_set (iid | ood | clean), auc (exact binary ROC-AUC
+(experiment, source, p_art, fold, seed), test_set (iid | ood | clean, plus ood_<confounder> for
+each extra o.o.d. test the data asked for, e.g. ood_denoising), auc (exact binary ROC-AUC
 of the positive-class probability), auc_keras (the study's flattened Keras AUC), n_examples,
 n_positive, best_epoch, best_val_loss, epochs_trained, status (ok | nonfinite_loss |
 no_best_state), then dataset, image_size, preprocessing and the model fields. Files are written to
@@ -19,13 +20,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from sourcematters_jax.data.types import TEST_SPLITS
+from sourcematters_jax.data.types import EXTRA_OOD_PREFIX
 from sourcematters_jax.members import MEMBER_FIELDS
 from sourcematters_jax.train.metrics import keras_auc, roc_auc
 
 RESULTS_FILE = "results.csv"
 PREDICTIONS_FILE = "predictions.csv"
-TEST_SET_NAMES = {"test_iid": "iid", "test_ood": "ood", "test_clean": "clean"}
+TEST_SET_NAMES = {"test_iid": "iid", "test_ood": "ood", "test_clean": "clean"}  # every member has these
 COLUMNS = ("member_index", "member_id", *MEMBER_FIELDS, "test_set", "auc", "auc_keras",
            "n_examples", "n_positive", "best_epoch", "best_val_loss", "epochs_trained", "status",
            "dataset", "image_size", "preprocessing", "model_stage_sizes", "model_width",
@@ -39,6 +40,15 @@ def member_status(nonfinite: bool, best_epoch: int) -> str:
     return "ok" if best_epoch > 0 else "no_best_state"
 
 
+def test_set_name(split: str) -> str:
+    """results.csv's test_set of a test split: 'iid', 'ood', 'clean', or 'ood_<confounder>'."""
+    if split in TEST_SET_NAMES:
+        return TEST_SET_NAMES[split]
+    if split.startswith(EXTRA_OOD_PREFIX):
+        return "ood_" + split[len(EXTRA_OOD_PREFIX):]
+    raise ValueError(f"unknown test split {split!r}")
+
+
 def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str, Any],
                  labels: np.ndarray, names: Sequence[str], splits: Mapping[str, Mapping[str, np.ndarray]],
                  probs: Mapping[str, np.ndarray], best_epoch: np.ndarray, best_val_loss: np.ndarray,
@@ -50,7 +60,8 @@ def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str,
       member_rows: per member, its Member fields plus member_index, member_id, preprocessing.
       program: dataset, image_size, model_stage_sizes, model_width, model_dtype.
       labels, names: the pool's labels and file names.
-      splits: test split -> {'indices', 'confounded', 'mask'} numpy [M, n_pad].
+      splits: test split -> {'indices', 'confounded', 'mask'} numpy [M, n_pad]; the three fixed
+        test splits plus any extra ones (test_ood_<confounder>), in the order of the rows.
       probs: test split -> [M, n_pad, 2] probabilities of the best state.
       best_epoch, best_val_loss, epochs_trained, nonfinite: [M] per member.
     Members without a best state get NaN AUCs (their weights were never validated).
@@ -58,7 +69,7 @@ def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str,
     rows, preds = [], []
     for m, member in enumerate(member_rows):
         status = member_status(bool(nonfinite[m]), int(best_epoch[m]))
-        for split in TEST_SPLITS:
+        for split in splits:
             valid = np.asarray(splits[split]["mask"][m], bool)
             idx = np.asarray(splits[split]["indices"][m])[valid]
             y = np.asarray(labels)[idx]
@@ -67,7 +78,7 @@ def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str,
             rows.append({
                 "member_index": member["member_index"], "member_id": member["member_id"],
                 **{f: member[f] for f in MEMBER_FIELDS},
-                "test_set": TEST_SET_NAMES[split],
+                "test_set": test_set_name(split),
                 "auc": roc_auc(y, p[:, 1]) if has_state else float("nan"),
                 "auc_keras": keras_auc(y, p) if has_state else float("nan"),
                 "n_examples": int(valid.sum()), "n_positive": int(y.sum()),
@@ -77,7 +88,7 @@ def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str,
             })
             preds.append(pd.DataFrame({
                 "member_index": member["member_index"], "member_id": member["member_id"],
-                "test_set": TEST_SET_NAMES[split], "pool_index": idx,
+                "test_set": test_set_name(split), "pool_index": idx,
                 "name": [names[i] for i in idx], "label": y,
                 "confounded": np.asarray(splits[split]["confounded"][m])[valid],
                 "prob_positive": p[:, 1],

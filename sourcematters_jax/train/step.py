@@ -15,6 +15,7 @@ program steps.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -47,13 +48,17 @@ class DevicePool:
 
 @struct.dataclass
 class MemberArrays:
-    """Every split of one member, each padded to the program's common length."""
+    """Every split of one member, each padded to the program's common length.
+
+    `extra_tests`: further test splits by name (MemberData.extra_tests), e.g. test_ood_denoising.
+    """
 
     train: Examples
     val: Examples
     test_iid: Examples
     test_ood: Examples
     test_clean: Examples
+    extra_tests: dict[str, Examples] = dataclasses.field(default_factory=dict)
 
 
 def gather(pool: DevicePool, ex: Examples) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -1,7 +1,8 @@
 """TensorBoard summaries (one stream per member) and console progress, through clu.
 
-WORKDIR/tensorboard/<member_id>/   train_loss, val_loss, best_val_loss per epoch; the test AUCs
-                                   at the end; the member's fields as hparams
+WORKDIR/tensorboard/<member_id>/   train_loss, val_loss, best_val_loss, val_auc (exact) and
+                                   val_auc_keras per epoch (as the study's Keras logs); the AUCs of
+                                   every test set at the end; the member's fields as hparams
 WORKDIR/tensorboard/program/       steps_per_sec and uptime (clu ReportProgress), also logged
                                    to the console with the percentage done and the ETA
 clu's writers import TensorFlow; it is told to see no GPU so it never takes accelerator memory.
