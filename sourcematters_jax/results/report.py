@@ -39,6 +39,7 @@ class Report:
     comparison: pd.DataFrame
     page: str
     figures: dict  # file stem -> matplotlib Figure
+    nonfinite_rows: int = 0  # 'ok' rows with a NaN AUC (listed in the page, warned about)
 
 
 def _positive_int(text: str) -> int:
@@ -109,7 +110,7 @@ def build_report(
         figure_files=[f"{stem}.{ext}" for stem in figs for ext in ("png", "pdf")],
         compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed, unit=unit,
     )
-    return Report(summary, summary_md, tests, comparison, page, figs)
+    return Report(summary, summary_md, tests, comparison, page, figs, len(table.nonfinite))
 
 
 def write_report(report: Report, out: str | Path) -> list[Path]:
@@ -151,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as e:
         print(f"sourcematters report: error: {e}", file=sys.stderr)
         return 2
+    if report.nonfinite_rows:
+        print(f"sourcematters report: warning: {report.nonfinite_rows} row(s) with status 'ok' have a "
+              f"NaN AUC; they are left out of the statistics (listed in {out / 'report.md'})",
+              file=sys.stderr)
     written = write_report(report, out)
     print(f"wrote {len(written)} files to {out} (start with {out / 'report.md'})")
     return 0
