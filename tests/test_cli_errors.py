@@ -256,3 +256,17 @@ def test_progress_line_has_no_work_unit_prefix_and_eta_in_seconds(caplog):
     assert line == "progress: 5.0 steps/s, 10.0% (10/100), ETA 18 s"
     assert "work unit" not in caplog.text
     assert Writer.scalars[0][0] == 10 and Writer.scalars[0][1]["steps_per_sec"] == 5.0
+
+
+def test_train_with_missing_raw_images_is_one_line(tmp_path):
+    # The study dataset, not built, with a manual_dir that does not exist: one line naming it.
+    # (A subprocess: config_flags registers --config.KEY flags from the process's own argv.)
+    argv = ["train", f"--config={TAG}:source=random,p_art=0,fold=1", f"--workdir={tmp_path / 'w'}",
+            f"--config.data_dir={tmp_path / 'tfds'}", f"--config.manual_dir={tmp_path / 'raw'}",
+            "--config.image_size=16", "--config.model.stage_sizes=(1,)", "--config.model.width=2"]
+    proc = subprocess.run([sys.executable, "-m", "sourcematters_jax.cli", *argv], capture_output=True,
+                          text=True, timeout=300, env=ENV, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "sourcematters train: error:" in proc.stderr and str(tmp_path / "raw") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "w" / "config.json").exists()

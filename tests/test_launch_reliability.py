@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pathlib
+import shlex
 import signal
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def events_per_member(root: pathlib.Path) -> dict[str, int]:
 
 
 def test_two_launchers_on_one_root_train_each_program_once(setup):
-    root = setup / "race"
+    root = setup / "race root"  # a space: the printed TensorBoard command must quote it
     first = subprocess.Popen(command(setup, root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=ENV, cwd=REPO)
     try:
@@ -88,6 +89,7 @@ def test_two_launchers_on_one_root_train_each_program_once(setup):
         first.kill()
     assert first.returncode == 0, out[-3000:]
     assert "all 2 programs finished" in out
+    assert f"TensorBoard: tensorboard --logdir {shlex.quote(str(root))}" in out and "'" in shlex.quote(str(root))
     assert events_per_member(root) == {m: 1 for m in MEMBERS}  # one training run per program
     # A launcher started after the first one finished finds nothing to do.
     again = subprocess.run(command(setup, root), capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
