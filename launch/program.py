@@ -119,8 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_job()
     from sourcematters_jax import cli_errors
 
-    cli_errors.terminate_on_sigterm()  # SIGTERM unwinds: checkpoints close, the workdir lock frees
-
     def run_all() -> int:
         if args.distributed:
             initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
@@ -128,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_program(args.root, index)
         return 0
 
-    return cli_errors.guard(parser.prog, run_all)
+    with cli_errors.terminate_on_sigterm():  # SIGTERM unwinds: checkpoints close, the lock frees
+        return cli_errors.guard(parser.prog, run_all)
 
 
 if __name__ == "__main__":

@@ -367,8 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     program_lib.setup_job()
-    cli_errors.terminate_on_sigterm()
-    return cli_errors.guard(parser.prog, launch, args, overrides)
+    with cli_errors.terminate_on_sigterm():
+        return cli_errors.guard(parser.prog, launch, args, overrides)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Every command's entry point runs its work through `guard(prog, fn, ...)`:
   config, a directory locked by another process) prints `PROG: error: MESSAGE` on stderr and
   returns 2. The message is the exception's own, which names the file, key or field;
 - Ctrl-C prints `PROG: interrupted` and returns 130 (128 + SIGINT), as shells expect;
-- SIGTERM (after `terminate_on_sigterm()`) unwinds the same way (so `finally` blocks run, e.g.
+- SIGTERM (inside `with terminate_on_sigterm():`) unwinds the same way (so `finally` blocks run, e.g.
   a launcher stopping its subprocesses) and returns 143 (128 + SIGTERM).
 
 Anything else is a bug and keeps its traceback. Set SOURCEMATTERS_TRACEBACK=1 to see the traceback
@@ -15,10 +15,11 @@ of a user error too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sourcematters_jax.workdir_lock import LockHeld
 
@@ -37,12 +38,20 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def terminate_on_sigterm() -> None:
-    """Turn SIGTERM into a `Terminated` exception in the main thread (no-op off it)."""
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread (no-op off it); the
+    previous handler comes back afterwards (so calling a command's main in-process, e.g. in
+    tests, leaves the caller's handling alone)."""
     try:
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. inside a test runner's worker thread)
-        pass
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def message(error: BaseException) -> str:

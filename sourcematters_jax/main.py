@@ -77,8 +77,8 @@ def main(argv) -> int:
         print(train_and_evaluate(FLAGS.config, FLAGS.workdir))
         return 0
 
-    cli_errors.terminate_on_sigterm()
-    return cli_errors.guard(argv[0], train)
+    with cli_errors.terminate_on_sigterm():
+        return cli_errors.guard(argv[0], train)
 
 
 def run(argv: Sequence[str]) -> int:

@@ -157,8 +157,12 @@ def test_ctrl_c_stops_every_subprocess(tmp_path, monkeypatch):
         return proc
 
     monkeypatch.setattr(local.subprocess, "Popen", popen)
-    with pytest.raises(KeyboardInterrupt):
-        local.run_processes(plan, plan.programs, processes=2, poll_s=0.1)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # e.g. under xdist
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            local.run_processes(plan, plan.programs, processes=2, poll_s=0.1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(started) == 2  # the third never started
     assert all(proc.poll() is not None for proc in started)  # both stopped and reaped
     assert [proc.returncode for proc in started] == [-signal.SIGTERM] * 2
