@@ -8,7 +8,7 @@ from typing import Sequence
 
 from convert_weights.convert import convert
 from convert_weights.errors import ConversionError
-from sourcematters_jax import preprocessing
+from sourcematters_jax import cli_errors, preprocessing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the converter; returns the exit status (0 ok, 2 refused)."""
+    """Runs the converter; returns the exit status (0 ok, 2 refused, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    return cli_errors.guard("convert_weights", _convert, args)
+
+
+def _convert(args: argparse.Namespace) -> int:
     try:
         meta = convert(args.input, args.output, source=args.source,
                        preprocessing_mode=args.preprocessing, overwrite=args.overwrite,

@@ -31,6 +31,20 @@ def sha256_of(path: str | pathlib.Path) -> str:
     return digest.hexdigest()
 
 
+def check_input(input_path: pathlib.Path) -> None:
+    """ConversionError naming the input if it is missing, a directory or unreadable."""
+    if not input_path.exists():
+        missing = next((p for p in reversed(input_path.parents) if not p.exists()), None)
+        where = f" (directory {missing} does not exist)" if missing else ""
+        raise ConversionError(f"--input {input_path}: no such file{where}")
+    if input_path.is_dir():
+        raise ConversionError(f"--input {input_path} is a directory; pass the .h5 weight file")
+    try:
+        open(input_path, "rb").close()
+    except OSError as e:
+        raise ConversionError(f"--input {input_path}: cannot be read ({e.strerror})") from None
+
+
 def resolve_source(input_path: pathlib.Path, source: str | None,
                    preprocessing_mode: str | None) -> tuple[str, str]:
     """(source, preprocessing): the given source, or one known from the file name; the given
@@ -83,8 +97,11 @@ def convert(input_path: str | pathlib.Path, output: str | pathlib.Path, *,
         pretrained.check_output_dir(output, overwrite)
     except FileExistsError as e:
         raise ConversionError(str(e)) from None
-    source, preprocessing_mode = resolve_source(input_path, source, preprocessing_mode)
+    # The file first: a missing, unreadable or corrupt input is named before the source is
+    # guessed from its name (a wrong path would otherwise read as "cannot tell the source").
+    check_input(input_path)
     weights = read_keras_weights(input_path)
+    source, preprocessing_mode = resolve_source(input_path, source, preprocessing_mode)
     architecture, variables = keras_to_flax(weights, str(input_path))
     metadata: dict[str, Any] = {
         "source": source,

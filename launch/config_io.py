@@ -5,7 +5,8 @@ owning the process's global flags. `load_config` parses a private `absl.flags.Fl
 `ml_collections.config_flags`, so `:arg` strings, override syntax, type checks and the lock are
 exactly those of `python -m sourcematters_jax.main`. Overrides naming a key the config does not
 have are rejected up front with the key and its nearest valid names (config_flags itself would
-raise a bare `AttributeError`).
+raise a bare `AttributeError`), and the loaded config's values are checked with the trainer's
+own `validate`, so every command refuses `num_epochs=-1` before it writes anything.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from sourcematters_jax.train.config import RUNTIME_FIELDS
+from sourcematters_jax import cli_errors
+from sourcematters_jax.train.config import RUNTIME_FIELDS, differing_keys, validate
 
 
 def normalize_override(override: str) -> str:
@@ -70,7 +72,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     Raises:
       FileNotFoundError: the config file does not exist.
       KeyError: an override names a key the config does not have (the message names it).
-      ValueError: an override is malformed or its value does not parse for the field's type.
+      ValueError: an override is malformed, its value does not parse for the field's type, or
+        a value is one the trainer cannot run with (`train.config.validate`, e.g. batch_size=0).
     """
     path = spec.split(":", 1)[0]
     try:
@@ -78,16 +81,17 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     except OSError as e:
         raise FileNotFoundError(f"config file {path!r} (from --config={spec}) cannot be read: {e}") from None
     overrides = [normalize_override(o) for o in overrides]
-    if not overrides:
-        return _parse(spec, [])
-    known = set(flat_keys(_parse(spec, [])))
-    for override in overrides:
-        key = override[len("--config."):].split("=", 1)[0]
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown config key {key!r} in override {override}{hint}")
-    return _parse(spec, overrides)
+    if overrides:
+        known = set(flat_keys(_parse(spec, [])))
+        for override in overrides:
+            key = override[len("--config."):].split("=", 1)[0]
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise KeyError(f"unknown config key {key!r} in override {override}{hint}")
+    config = _parse(spec, overrides)
+    validate(config)
+    return config
 
 
 LOAD_ERRORS = (FileNotFoundError, KeyError, ValueError)  # what load_config raises for bad input
@@ -95,9 +99,7 @@ LOAD_ERRORS = (FileNotFoundError, KeyError, ValueError)  # what load_config rais
 
 def error_message(error: Exception) -> str:
     """The text of a `load_config` error for a command line (a KeyError's repr adds quotes)."""
-    if isinstance(error, KeyError) and error.args:
-        return str(error.args[0])
-    return str(error)
+    return cli_errors.message(error)
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -105,21 +107,11 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "",
+def diff_configs(a: dict[str, Any], b: dict[str, Any],
                  ignore: Sequence[str] = RUNTIME_FIELDS) -> list[str]:
     """Dotted keys at which two config dicts (from `config_to_dict`) differ.
 
     Top-level `ignore` fields (by default the trainer's RUNTIME_FIELDS: progress interval,
     checkpoints kept, overwrite) change how a program runs, not what it computes, and are skipped.
     """
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        if not prefix and key in ignore:
-            continue
-        path = f"{prefix}{key}"
-        va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys.extend(diff_configs(va, vb, prefix=path + ".", ignore=()))
-        elif va != vb:
-            keys.append(path)
-    return keys
+    return differing_keys(a, b, ignore=ignore)

@@ -43,10 +43,15 @@ def run_processes(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], pro
                   poll_s: float = 1.0) -> None:
     """Train `programs` as subprocesses, at most `processes` at a time.
 
+    However this returns or raises (a failure, Ctrl-C, SIGTERM turned into an exception by
+    `cli_errors.terminate_on_sigterm`), no subprocess outlives it: the running ones are sent
+    SIGTERM, given `STOP_GRACE_S` to exit, then killed. Their workdirs keep their last
+    checkpoints, so running the sweep again resumes them.
+
     Args:
       env_for: slot (0..processes-1) -> extra environment variables for a process in that slot.
     Raises:
-      RuntimeError: some programs failed (after all others ran); the message lists their logs.
+      ChildProcessError: some programs failed (after all others ran); the message lists their logs.
     """
     if not plan.config_spec:
         raise ValueError("running programs as processes needs a config file (the sweep's config_spec)")
@@ -56,26 +61,49 @@ def run_processes(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], pro
     running: dict[int, tuple[plan_lib.Program, subprocess.Popen, float]] = {}
     failed: list[str] = []
     done = 0
-    while queue or running:
-        for slot in range(processes):
-            if slot not in running and queue:
-                program = queue.pop(0)
-                env = {**os.environ, **(env_for(slot) if env_for else {})}
-                log_path = logs / f"{program.name}.log"
-                with open(log_path, "w") as log_file:
-                    proc = subprocess.Popen(program_command(plan, program), stdout=log_file,
-                                            stderr=subprocess.STDOUT, env=env)
-                running[slot] = (program, proc, time.time())
-                _print(f"{program.name}: started (pid {proc.pid}, log {log_path})")
-        time.sleep(poll_s)
-        for slot, (program, proc, start) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[slot]
-            done += 1
-            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-            _print(f"{program.name}: {status} in {time.time() - start:.0f} s [{done}/{len(programs)}]")
-            if proc.returncode != 0:
-                failed.append(str(logs / f"{program.name}.log"))
+    try:
+        while queue or running:
+            for slot in range(processes):
+                if slot not in running and queue:
+                    program = queue.pop(0)
+                    env = {**os.environ, **(env_for(slot) if env_for else {})}
+                    log_path = logs / f"{program.name}.log"
+                    with open(log_path, "w") as log_file:
+                        proc = subprocess.Popen(program_command(plan, program), stdout=log_file,
+                                                stderr=subprocess.STDOUT, env=env)
+                    running[slot] = (program, proc, time.time())
+                    _print(f"{program.name}: started (pid {proc.pid}, log {log_path})")
+            time.sleep(poll_s)
+            for slot, (program, proc, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[slot]
+                done += 1
+                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+                _print(f"{program.name}: {status} in {time.time() - start:.0f} s [{done}/{len(programs)}]")
+                if proc.returncode != 0:
+                    failed.append(str(logs / f"{program.name}.log"))
+    finally:
+        stop_processes([(program, proc) for program, proc, _ in running.values()])
     if failed:
-        raise RuntimeError(f"{len(failed)} program(s) failed; see {', '.join(failed)}")
+        raise ChildProcessError(f"{len(failed)} program(s) failed; see {', '.join(failed)}")
+
+
+STOP_GRACE_S = 30.0  # seconds a terminated program gets to exit before it is killed
+
+
+def stop_processes(running: Sequence[tuple[plan_lib.Program, subprocess.Popen]],
+                   grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM every still-running process, wait up to `grace_s` in all, then SIGKILL the rest."""
+    alive = [(program, proc) for program, proc in running if proc.poll() is None]
+    for program, proc in alive:
+        _print(f"{program.name}: stopping (pid {proc.pid}); rerun the sweep to resume it")
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for program, proc in alive:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            _print(f"{program.name}: did not stop in {grace_s:.0f} s; killing pid {proc.pid}")
+            proc.kill()
+            proc.wait()

@@ -81,7 +81,7 @@ def run_program(root: str | pathlib.Path, index: int, *,
     """
     plan = plan_lib.load_plan(root, config)
     if not 0 <= index < len(plan.programs):
-        raise IndexError(f"program {index} out of range: the sweep in {root} has {len(plan.programs)}")
+        raise ValueError(f"program {index} out of range: the sweep in {root} has {len(plan.programs)}")
     program = plan.programs[index]
     workdir = plan.workdir(program)
     if plan.is_finished(program):
@@ -113,14 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     setup_job()
-    if args.distributed:
-        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    for index in args.program:
-        run_program(args.root, index)
-    return 0
+    from sourcematters_jax import cli_errors
+
+    def run_all() -> int:
+        if args.distributed:
+            initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+        for index in args.program:
+            run_program(args.root, index)
+        return 0
+
+    with cli_errors.terminate_on_sigterm():  # SIGTERM unwinds: checkpoints close, the lock frees
+        return cli_errors.guard(parser.prog, run_all)
 
 
 if __name__ == "__main__":

@@ -9,21 +9,31 @@ estimate of `launch.memory` against `--device_memory_gib` x `--devices_per_progr
 check `DIR/sweep.json`, run the pending programs with the chosen executor, and, once every
 program has finished, write `DIR/results.csv` (all programs' rows). Running the same command again
 skips finished programs and resumes interrupted ones.
+
+Before anything is written the config's values are validated and its inputs (weights, raw data)
+checked; `--dry_run` reports both and writes nothing. A launch holds the root's lock
+(DIR/.lock) until it returns: a second launcher on the same root is refused, naming the holder.
+Ctrl-C or SIGTERM stops the launcher and its subprocesses; the same command then resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pathlib
 import shlex
+import shutil
 import sys
 from typing import Sequence
 
-from launch import config_io
+import ml_collections
+
+from launch import config_io, preflight
 from launch import memory as memory_lib
 from launch import plan as plan_lib
 from launch import program as program_lib
+from sourcematters_jax import cli_errors, workdir_lock
 
 EXECUTORS = ("local", "slurm", "submitit_local", "tpu")
 
@@ -45,6 +55,10 @@ def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true",
                         help="print the plan (and TPU commands) without writing or running anything")
     parser.add_argument("--show_members", action="store_true", help="print the member table too")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the root's runs first (sweep.json, program_NNN/, logs/, "
+                             "submitit/, results.csv, report/; anything else, e.g. a dataset "
+                             "built there, is kept) instead of resuming them")
 
     budget = parser.add_argument_group("programs: how many members each one trains")
     budget.add_argument("--members_per_program", type=int, default=0, metavar="N",
@@ -134,16 +148,24 @@ def capacity_for(args: argparse.Namespace, config) -> tuple[int, dict]:
 
     devices = args.devices_per_program or config.execution.num_devices or jax.local_device_count()
     estimate = memory_lib.estimate_member_memory(config)
-    capacity = memory_lib.members_per_program(
-        estimate, device_memory_gib=args.device_memory_gib, devices=devices,
-        strategy=config.execution.strategy, reserve_fraction=args.reserve_fraction)
+    try:
+        capacity = memory_lib.members_per_program(
+            estimate, device_memory_gib=args.device_memory_gib, devices=devices,
+            strategy=config.execution.strategy, reserve_fraction=args.reserve_fraction)
+    except ValueError as e:  # one member does not fit: the budget may be this machine's, not the target's
+        budget = (f"--device_memory_gib={args.device_memory_gib:g}" if args.device_memory_gib
+                  else "this machine's memory (--device_memory_gib=0)")
+        raise ValueError(f"{e}; the budget was {budget}: to plan for a larger target device pass "
+                         "its memory with --device_memory_gib=GIB (or fix the program size with "
+                         "--members_per_program=N)") from None
     return capacity, {"member_memory": estimate.describe(), "devices_per_program": devices,
                       "device_memory_gib": args.device_memory_gib or "local",
                       "members_per_program": capacity}
 
 
-def print_plan(plan: plan_lib.Plan, show_members: bool) -> None:
-    pending = {p.index for p in plan.pending()}
+def print_plan(plan: plan_lib.Plan, show_members: bool,
+               pending: Sequence[plan_lib.Program] | None = None) -> None:
+    pending = {p.index for p in (plan.pending() if pending is None else pending)}
     print(f"sweep {plan.root}: {len(plan.members)} members in {len(plan.programs)} programs "
           f"(capacity {plan.capacity}; {len(pending)} to run)")
     for note, value in plan.notes.items():
@@ -170,18 +192,69 @@ def slurm_parameters(args: argparse.Namespace) -> dict:
     return params
 
 
-def plan_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> plan_lib.Plan:
-    """Load the config, choose the capacity and pack the sweep (or check the root's manifest).
+def plan_sweep(args: argparse.Namespace, config: ml_collections.ConfigDict,
+               overrides: Sequence[str], ignore_manifest: bool = False) -> plan_lib.Plan:
+    """Choose the capacity and pack the sweep, or check and reuse the root's manifest.
 
+    `ignore_manifest` plans as if the root were empty (`--dry_run --fresh`).
     Raises:
-      FileNotFoundError, KeyError, ValueError: bad config, override, budget or a different sweep
-        in the root; the message says which.
+      ValueError: a bad budget, or a different sweep in the root; the message says which.
     """
-    config = config_io.load_config(args.config, overrides)
-    root_has_manifest = (pathlib.Path(args.root) / plan_lib.MANIFEST).is_file()
-    capacity, notes = (0, {}) if root_has_manifest else capacity_for(args, config)
-    return plan_lib.make_plan(args.root, config, max(capacity, 1), config_spec=args.config,
-                              overrides=overrides, notes=notes)
+    root = pathlib.Path(args.root).absolute()
+    has_manifest = (root / plan_lib.MANIFEST).is_file() and not ignore_manifest
+    capacity, notes = (0, {}) if has_manifest else capacity_for(args, config)
+    if not ignore_manifest:
+        return plan_lib.make_plan(root, config, max(capacity, 1), config_spec=args.config,
+                                  overrides=overrides, notes=notes)
+    members = plan_lib.sweep_members(config)
+    return plan_lib.Plan(root, config, members, plan_lib.pack(members, max(capacity, 1)),
+                         config_spec=args.config, overrides=tuple(overrides),
+                         capacity=max(capacity, 1), notes=notes)
+
+
+RUN_OUTPUTS = (plan_lib.MANIFEST, plan_lib.RESULTS, "logs", "submitit", "report")
+
+
+def runs_in(root: pathlib.Path) -> list[pathlib.Path]:
+    """What `--fresh` deletes: the launcher's outputs in `root` (never anything else)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.name in RUN_OUTPUTS or (p.is_dir() and p.name.startswith("program_")))
+
+
+def delete_runs(root: pathlib.Path) -> None:
+    for path in runs_in(root):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def replaceable_manifest(root: pathlib.Path, config: ml_collections.ConfigDict) -> str:
+    """Why `root`'s sweep.json may be replaced ('' if it may not, or there is none).
+
+    A start that failed before any program claimed its workdir (e.g. a bad weights file) leaves
+    a manifest that nothing depends on: if it describes another sweep, the corrected command
+    replaces it instead of being refused. A manifest with a started program is kept, and
+    `make_plan` refuses a different config, naming the keys that differ.
+    """
+    from sourcematters_jax.train.loop import CONFIG_FILE
+
+    path = root / plan_lib.MANIFEST
+    if not path.is_file():
+        return ""
+    try:
+        old = json.loads(path.read_text())
+        differ = config_io.diff_configs(old["config"], config_io.config_to_dict(config))
+        old_members, names = [r["member_id"] for r in old["members"]], [
+            p["name"] for p in old["programs"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable sweep manifest ({e!r}); fix or delete it, or "
+                         "pass --fresh to start the root over") from None
+    if not differ and old_members == [m.member_id for m in plan_lib.sweep_members(config)]:
+        return ""
+    if any((root / name / CONFIG_FILE).exists() for name in names):
+        return ""
+    return (f"{path} describes another sweep ({', '.join(differ) or 'member list'} differ), "
+            "but no program has started under it")
 
 
 def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
@@ -198,10 +271,10 @@ def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
                                     python=args.tpu_python, distributed=True)
         for command in commands:
             print(shlex.join(command))
-        if not args.dry_run and pending:
+        if pending:
             plan_lib.write_manifest(plan)
             tpu.run_commands(commands)
-    elif args.dry_run or not pending:
+    elif not pending:
         pass
     elif args.executor == "local":
         from launch import local
@@ -223,10 +296,64 @@ def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
         if not args.no_wait:
             slurm.wait(jobs, on_done=lambda job: print(f"job {job.job_id} done", flush=True))
 
-    if not args.dry_run:
-        plan_lib.write_manifest(plan)
-        if not plan.pending():
-            print(f"all {len(plan.programs)} programs finished; results: {plan_lib.collect_results(plan)}")
+    plan_lib.write_manifest(plan)
+    if not plan.pending():
+        print(f"all {len(plan.programs)} programs finished; results: {plan_lib.collect_results(plan)}")
+    print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(plan.root))}")
+
+
+def dry_run(args: argparse.Namespace, config: ml_collections.ConfigDict, overrides: Sequence[str],
+            missing: Sequence[str]) -> int:
+    """Print the plan, what --fresh would delete and the missing inputs; write nothing."""
+    root = pathlib.Path(args.root).absolute()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--root {root} is a file, not a directory")
+    replace = "" if args.fresh else replaceable_manifest(root, config)
+    if args.fresh:
+        doomed = runs_in(root)
+        print(f"--fresh would delete {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'} of "
+              f"{root}" + "".join(f"\n  {p.name}" for p in doomed))
+    elif replace:
+        print(f"{replace}: a real run replaces it")
+    plan = plan_sweep(args, config, overrides, ignore_manifest=args.fresh or bool(replace))
+    print_plan(plan, args.show_members, pending=plan.programs if args.fresh else None)
+    if args.executor == "tpu":
+        from launch import tpu
+
+        for command in tpu.tpu_commands(plan, plan.pending(), tpus=args.tpu_name, zone=args.tpu_zone,
+                                        project=args.tpu_project, repo_dir=args.tpu_repo_dir,
+                                        python=args.tpu_python, distributed=True):
+            print(shlex.join(command))
+    if missing:
+        print(f"missing inputs ({len(missing)}); a real run refuses to start until they exist:")
+        for problem in missing:
+            print(f"  - {problem}")
+    else:
+        print("inputs: every weight checkpoint and the raw data are in place")
+    return 0
+
+
+def launch(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    """Validate, check inputs, then (holding the root's lock) plan and run; see the module doc."""
+    config = config_io.load_config(args.config, overrides)  # validates the values too
+    missing = preflight.missing_inputs(config)
+    if args.dry_run:
+        return dry_run(args, config, overrides, missing)
+    if missing:
+        text = "".join(f"\n  - {p}" for p in missing)
+        if args.executor in ("local", "submitit_local"):
+            raise FileNotFoundError(f"missing inputs, nothing was written:{text}")
+        print(f"warning: inputs missing on this machine (the {args.executor} workers must have "
+              f"them):{text}", file=sys.stderr)
+    with workdir_lock.hold(args.root, what="sweep root") as root:
+        if args.fresh:
+            delete_runs(root)
+        replace = replaceable_manifest(root, config)
+        if replace:
+            print(f"{replace}: replacing it", flush=True)
+            (root / plan_lib.MANIFEST).unlink()
+        run(plan_sweep(args, config, overrides), args)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,13 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     program_lib.setup_job()
-    try:
-        plan = plan_sweep(args, overrides)
-    except config_io.LOAD_ERRORS as e:
-        print(f"{parser.prog}: error: {config_io.error_message(e)}", file=sys.stderr)
-        return 2
-    run(plan, args)
-    return 0
+    with cli_errors.terminate_on_sigterm():
+        return cli_errors.guard(parser.prog, launch, args, overrides)
 
 
 if __name__ == "__main__":

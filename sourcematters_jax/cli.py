@@ -22,10 +22,13 @@ from typing import Callable, Sequence
 PROG = "sourcematters"
 
 
-def _module_main(module: str, function: str = "main") -> Callable[[list[str]], int]:
+def _module_main(module: str, command: str, function: str = "main") -> Callable[[list[str]], int]:
+    """Run `module.function(argv)`; a user error it lets through is one line (cli_errors.guard)."""
     def run(argv: list[str]) -> int:
+        from sourcematters_jax import cli_errors
+
         main = getattr(importlib.import_module(module), function)
-        return int(main(argv) or 0)
+        return cli_errors.guard(f"{PROG} {command}", main, argv)
 
     return run
 
@@ -36,7 +39,7 @@ def _train(argv: list[str]) -> int:
     absl's own --help lists the flags of the `__main__` module, which here is this console
     script, so help is answered from the training module's docstring and flags instead.
     """
-    from absl import app, flags
+    from absl import flags
 
     main_module = importlib.import_module("sourcematters_jax.main")
     if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv):
@@ -46,32 +49,31 @@ def _train(argv: list[str]) -> int:
         print("  --config.KEY=VALUE: override one config field (any field of the config; "
               "an unknown KEY is an error)")
         return 0
-    app.run(main_module.main, argv=[f"{PROG} train", *argv])
-    return 0
+    return main_module.run([f"{PROG} train", *argv])
 
 
 # name -> (what it does, how to run it)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "demo": ("run the synthetic chest X-ray study end to end on this machine (minutes on a CPU)",
-             _module_main("sourcematters_jax.demo")),
+             _module_main("sourcematters_jax.demo", "demo")),
     "train": ("train one program (members of a config) into a workdir: --config=FILE[:ARG] "
               "--workdir=DIR [--config.KEY=VALUE ...]", _train),
     "sweep": ("plan a config's sweep into programs and run them locally, on Slurm or on TPU VMs",
-              _module_main("launch.sweep")),
+              _module_main("launch.sweep", "sweep")),
     "convert": ("convert Keras ResNet50 .h5 weights (ImageNet, RadImageNet) into a Flax checkpoint",
-                _module_main("convert_weights.cli")),
+                _module_main("convert_weights.cli", "convert")),
     "export": ("a backbone checkpoint or a fine-tuned member -> Keras .h5 (keras-applications)",
-               _module_main("convert_weights.export_cli")),
+               _module_main("convert_weights.export_cli", "export")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
-               _module_main("sourcematters_jax.results.report")),
+               _module_main("sourcematters_jax.results.report", "report")),
     "evaluate": ("evaluate finished members on another config's test sets (cross-evaluation)",
-                 _module_main("sourcematters_jax.reuse.cli", "evaluate_main")),
+                 _module_main("sourcematters_jax.reuse.cli", "evaluate", "evaluate_main")),
     "saliency": ("saliency maps of finished members (Grad-CAM, integrated gradients) and tag scores",
-                 _module_main("sourcematters_jax.reuse.cli", "saliency_main")),
+                 _module_main("sourcematters_jax.reuse.cli", "saliency", "saliency_main")),
     "features": ("penultimate features of finished members on a dataset's splits (.npy + index)",
-                 _module_main("sourcematters_jax.reuse.cli", "features_main")),
+                 _module_main("sourcematters_jax.reuse.cli", "features", "features_main")),
     "prepare-lidc": ("LIDC-IDRI DICOM + annotation XML -> the nodule crops lidc_nodules reads",
-                     _module_main("sourcematters_jax.data.prepare_lidc")),
+                     _module_main("sourcematters_jax.data.prepare_lidc", "prepare-lidc")),
 }
 
 
@@ -96,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: unknown command {command!r}; choose from {', '.join(COMMANDS)}\n\n{usage()}",
               file=sys.stderr)
         return 2
-    return COMMANDS[command][1](rest)
+    try:  # each command prints its own user errors; this catches Ctrl-C anywhere, e.g. in imports
+        return COMMANDS[command][1](rest)
+    except KeyboardInterrupt:
+        print(f"\n{PROG} {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ Running it again skips finished programs (use --fresh to start over).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import logging
 import os
 import pathlib
+import shlex
 import shutil
 import statistics
 import sys
@@ -110,7 +113,10 @@ def _setup(quiet: bool) -> None:
     program.setup_job()  # before JAX starts its backend
     logging.getLogger("absl").addFilter(_DropScalarEcho())
     if quiet:
+        import tensorflow_datasets as tfds
         from absl import logging as absl_logging
+
+        tfds.disable_progress_bar()
 
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger().setLevel(logging.WARNING)
@@ -163,15 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif len(pending) < len(plan.programs):
         print(f"  {len(plan.programs) - len(pending)} program(s) already finished; running the "
               f"other {len(pending)}", flush=True)
-    local.run_in_process(plan, pending)
+    # --quiet: the launcher's per-program lines and TFDS's dataset-build notes (printed to stdout)
+    # are swallowed too; errors still reach stderr.
+    hush = contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext()
+    with hush:
+        local.run_in_process(plan, pending)
     results = plan_lib.collect_results(plan)
     if results is None:
         print("sourcematters demo: no program finished", file=sys.stderr)
         return 1
 
-    print("sourcematters demo: writing the report", flush=True)
     report_dir = root / "report"
-    status = report.main(["--workdir", str(results), "--out", str(report_dir)])
+    with hush:
+        print("sourcematters demo: writing the report", flush=True)
+        status = report.main(["--workdir", str(results), "--out", str(report_dir)])
     figures = sorted(report_dir.rglob("*.png")) if status == 0 else []
 
     print()
@@ -181,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  report         {report_dir / 'report.md'}" + ("" if status == 0 else "  (FAILED)"))
     for figure in figures:
         print(f"  figure         {figure}")
-    print(f"  TensorBoard    tensorboard --logdir {root}")
+    print(f"  TensorBoard    tensorboard --logdir {shlex.quote(str(root))}")
     print(f"  done in {time.time() - start:.0f} s")
     return 0 if status == 0 else status
 

@@ -10,6 +10,10 @@ resumes from the workdir's last checkpoint; a finished workdir (complete results
 once. On CPU the program uses one XLA host device per core unless XLA_FLAGS already says how many
 (`--xla_force_host_platform_device_count`): members are sharded over devices, which trains
 faster on multi-core CPUs than one device does.
+
+Bad input (a misspelt config key, a value the trainer cannot use, a workdir of another config,
+a workdir another process is training, missing data or weights, a permission problem) is one
+line on stderr and exit status 2; Ctrl-C is exit 130, SIGTERM 143 (the run resumes next time).
 """
 
 from sourcematters_jax.host_devices import use_one_host_device_per_core
@@ -17,9 +21,13 @@ from sourcematters_jax.host_devices import use_one_host_device_per_core
 use_one_host_device_per_core()  # before anything imports JAX
 
 import logging as py_logging  # noqa: E402
+import sys  # noqa: E402
+from typing import Sequence  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from sourcematters_jax import cli_errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (get_config(arg)).",
@@ -35,16 +43,52 @@ class _DropLibraryInfo(py_logging.Filter):
         return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
-def main(argv) -> None:
+def check_config_flags(argv: Sequence[str]) -> None:
+    """Load `--config` with its `--config.KEY=VALUE` overrides as the launcher does, so a
+    misspelt key (with the nearest valid ones), a bad value or a missing file is one clear error
+    before absl parses the flags (which would show a traceback).
+
+    Raises:
+      FileNotFoundError, KeyError, ValueError: as `launch.config_io.load_config`.
+    """
+    from launch import config_io
+
+    spec, overrides = None, []
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("--config."):
+            overrides.append(arg)
+        elif arg.startswith("--config="):
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config":
+            spec = next(args, None)
+    if spec:
+        config_io.load_config(spec, overrides)
+
+
+def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_DropLibraryInfo())
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 
-    summaries.hide_accelerators_from_tensorflow()
-    path = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    print(path)
+    def train() -> int:
+        summaries.hide_accelerators_from_tensorflow()
+        print(train_and_evaluate(FLAGS.config, FLAGS.workdir))
+        return 0
+
+    with cli_errors.terminate_on_sigterm():
+        return cli_errors.guard(argv[0], train)
+
+
+def run(argv: Sequence[str]) -> int:
+    """The command line `argv` (program name first): config checks, then the absl app."""
+    status = cli_errors.guard(argv[0], check_config_flags, argv[1:])
+    if status:
+        return status
+    app.run(main, argv=list(argv))  # exits with main's status
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run(["python -m sourcematters_jax.main", *sys.argv[1:]]))

@@ -46,6 +46,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert demo.main(argv) == 0
     out = capsys.readouterr().out
     assert "2 members" in out and "in 1 program(s)" in out
+    # --quiet: the summary only, none of the launcher's or TFDS's progress lines.
+    assert "[launch]" not in out and "Downloading and preparing" not in out and "wrote " not in out
     start = out.index("p_art   i.i.d. AUC")
     table = out[start:out.index("\n\n", start)]
     assert table.splitlines()[1].split()[0] == "0" and table.splitlines()[2].split()[0] == "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from sourcematters_jax.results import cross as cross_lib, markdown, naming
@@ -44,6 +45,42 @@ def _failed_section(table: ResultsTable) -> str:
             + markdown.frame(members))
 
 
+def _nonfinite_section(table: ResultsTable) -> str:
+    bad = table.nonfinite
+    if bad.empty:
+        return ""
+    cols = [c for c in ("member_id", "experiment", "source", "p_art", "fold", "seed", "test_set", "auc",
+                        "auc_keras", "source_file") if c in bad.columns]
+    rows = bad[cols].copy()
+    rows["p_art"] = rows["p_art"].map(naming.fmt_p)
+    for metric in ("auc", "auc_keras"):  # 'NaN', not the missing mark '–' ("not run")
+        rows[metric] = [f"{v:.3f}" if np.isfinite(v) else "NaN" for v in rows[metric].astype(float)]
+    return (f"**Warning:** {len(bad)} row(s) with status 'ok' have a NaN AUC (e.g. a test set with a "
+            "single class, or predictions that are not finite). They are left out of every statistic "
+            "and show as 'k NaN' in the tables, not as cells that were not run:\n\n" + markdown.frame(rows))
+
+
+SYNTHETIC_DATASETS = ("synthetic_cxr",)  # generated in code (the demo, the tests): no paper counterpart
+
+
+def _comparison_section(comparison: pd.DataFrame, datasets: tuple[str, ...]) -> str:
+    """The paper comparison as Markdown: only cells the user ran, and a note on synthetic data."""
+    ran = comparison[comparison["user_n"] > 0].copy()
+    ran["p_art"] = ran["p_art"].map(naming.fmt_p)
+    notes = []
+    synthetic = [d for d in datasets if d in SYNTHETIC_DATASETS]
+    if synthetic:
+        notes.append(f"**These results are on synthetic data ({', '.join(synthetic)})**, not the study's "
+                     "chest X-rays or CT: the paper's numbers are shown for orientation only, and a "
+                     "difference says nothing about whether the study reproduces.")
+    skipped = len(comparison) - len(ran)
+    if skipped:
+        notes.append(f"{skipped} paper cell(s) of these confounders were not run here and are left out "
+                     "(all of them are in `paper_comparison.csv`).")
+    body = markdown.frame(ran) if len(ran) else "No cell of the paper was run here.\n"
+    return "".join(f"{n}\n\n" for n in notes) + body
+
+
 def render(
     *,
     table: ResultsTable,
@@ -62,8 +99,7 @@ def render(
     ok = table.ok
     a, b = compare
     figs = "\n".join(f"![{f}]({f})" for f in figure_files if f.endswith(".png"))
-    comp = comparison.copy()
-    comp["p_art"] = comp["p_art"].map(naming.fmt_p)
+    nonfinite = _nonfinite_section(table)
     return f"""# Source Matters: report
 
 Inputs ({len(table.files)} table(s)): {", ".join(f"`{f}`" for f in table.files)}
@@ -80,6 +116,7 @@ Files: `summary.csv` / `summary.md` (both metrics), `tests.csv`, `paper_comparis
 ## Excluded runs
 
 {_failed_section(table)}
+{nonfinite}
 ## Figures
 
 {figs}
@@ -94,7 +131,7 @@ Paper t and p are the authors' printed values (ImageNet vs RadImageNet, o.o.d.).
 {_tests_section(tests, "auc")}
 ## Comparison with the study (Keras-compatible AUC, mean over {unit}s; difference = yours - paper)
 
-{markdown.frame(comp)}
+{_comparison_section(comparison, table.datasets)}
 {cross_section(cross)}## Summary
 
 {summary_md}"""

@@ -52,6 +52,21 @@ class ResultsTable:
         """One row per failed (non-ok) member and test set."""
         return self.rows[self.rows["status"] != "ok"]
 
+    @property
+    def nonfinite(self) -> pd.DataFrame:
+        """'ok' rows with a NaN or infinite AUC (auc or auc_keras): kept out of every statistic,
+        like failed rows, and reported (e.g. a test set with one class has no AUC)."""
+        ok = self.ok
+        bad = ~np.isfinite(ok[list(METRICS)].to_numpy(dtype=float)).all(axis=1)
+        return ok[bad]
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The distinct values of the optional `dataset` column (empty if it is absent)."""
+        if "dataset" not in self.rows.columns:
+            return ()
+        return tuple(sorted(str(d) for d in self.rows["dataset"].dropna().unique()))
+
 
 def find_tables(path: str | Path) -> list[Path]:
     """The results.csv files a --workdir names.

@@ -40,6 +40,7 @@ class Report:
     page: str
     figures: dict  # file stem -> matplotlib Figure
     cross: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # cross_summary
+    nonfinite_rows: int = 0  # 'ok' rows with a NaN AUC (listed in the page, warned about)
 
 
 def _positive_int(text: str) -> int:
@@ -115,7 +116,8 @@ def build_report(
         compare=tuple(compare), n_boot=n_boot, n_permutations=n_permutations, seed=seed, unit=unit,
         cross=cross,
     )
-    return Report(summary, summary_md, tests, comparison, page, figs, cross)
+    return Report(summary, summary_md, tests, comparison, page, figs, cross=cross,
+                  nonfinite_rows=len(table.nonfinite))
 
 
 def write_report(report: Report, out: str | Path) -> list[Path]:
@@ -160,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as e:
         print(f"sourcematters report: error: {e}", file=sys.stderr)
         return 2
+    if report.nonfinite_rows:
+        print(f"sourcematters report: warning: {report.nonfinite_rows} row(s) with status 'ok' have a "
+              f"NaN AUC; they are left out of the statistics (listed in {out / 'report.md'})",
+              file=sys.stderr)
     written = write_report(report, out)
     print(f"wrote {len(written)} files to {out} (start with {out / 'report.md'})")
     return 0

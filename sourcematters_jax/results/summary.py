@@ -4,6 +4,8 @@ The unit is the fold (seeds averaged within a fold first, see load.unit_values),
 `unit='run'`: `<metric>_n` is a number of units, `<metric>_sd` the sample SD (ddof=1) across
 them, `<metric>_ci_low/high` the percentile bootstrap 95% CI of the mean (nan with fewer than two
 units); the `unit` column says which. A cell that only has failed runs is listed with n = 0 and empty statistics, never with zeros.
+`<metric>_n_nonfinite` counts the cell's 'ok' rows whose metric is NaN/inf (left out of n): the
+Markdown shows them as "k NaN", so they never read as cells that were not run.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def summarize(
     n_failed = table.failed.groupby(CELL).size().rename("n_failed")
     out = all_cells.set_index(CELL).join(n_runs).join(n_failed).fillna(0).astype(int)
     for metric in METRICS:
+        nonfinite = ok[~np.isfinite(ok[metric].to_numpy(dtype=float))].groupby(CELL).size()
+        out = out.join(nonfinite.rename(f"{metric}_n_nonfinite"))
+        out[f"{metric}_n_nonfinite"] = out[f"{metric}_n_nonfinite"].fillna(0).astype(int)
         folds = unit_values(ok, metric, unit)
         stats = {}
         for key, g in folds.groupby(CELL, sort=True):
@@ -68,13 +73,15 @@ def summarize(
 
 def _cell_text(row: pd.Series, metric: str) -> str:
     n = int(row[f"{metric}_n"])
+    notes = [f"{int(row['n_failed'])} failed"] if row["n_failed"] else []
+    nan = int(row.get(f"{metric}_n_nonfinite", 0))
+    if nan:
+        notes.append(f"{nan} NaN")  # ran 'ok' but has no AUC: not the same as not run
     if n == 0:
-        return markdown.MISSING if not row["n_failed"] else f"{markdown.MISSING} ({int(row['n_failed'])} failed)"
+        return markdown.MISSING + (f" ({', '.join(notes)})" if notes else "")
     sd = row[f"{metric}_sd"]
     text = f"{row[f'{metric}_mean']:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "") + f" (n={n})"
-    if row["n_failed"]:
-        text += f", {int(row['n_failed'])} failed"
-    return text
+    return text + "".join(f", {note}" for note in notes)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:

@@ -9,7 +9,7 @@ This module imports no JAX, so configs load before `main.py` has chosen the devi
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -164,6 +164,25 @@ def identity_json(config: ml_collections.ConfigDict) -> str:
     for field in RUNTIME_FIELDS:
         d.pop(field, None)
     return json.dumps(d, sort_keys=True, indent=1)
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "",
+                   ignore: Sequence[str] = RUNTIME_FIELDS) -> list[str]:
+    """Dotted keys at which two config dicts (JSON forms of configs) differ, sorted.
+
+    Top-level `ignore` fields are skipped (by default RUNTIME_FIELDS, which do not change results).
+    """
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        if not prefix and key in ignore:
+            continue
+        path = f"{prefix}{key}"
+        va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys.extend(differing_keys(va, vb, prefix=path + ".", ignore=()))
+        elif va != vb:
+            keys.append(path)
+    return keys
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

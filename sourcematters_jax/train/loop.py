@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from sourcematters_jax import pretrained as pretrained_lib
+from sourcematters_jax import workdir_lock
 from sourcematters_jax.data.types import SPLITS, ExperimentData, MemberData
 from sourcematters_jax.members import Member, expand_sweep, select_members
 from sourcematters_jax.train import checkpoints, results, summaries
@@ -53,13 +54,15 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> b
     if not path.exists():
         return False
     try:
-        if json.loads(path.read_text()) == json.loads(config_lib.identity_json(config)):
+        old, new = json.loads(path.read_text()), json.loads(config_lib.identity_json(config))
+        if old == new:
             return False
+        differ = ": config keys differ: " + ", ".join(config_lib.differing_keys(old, new))
     except ValueError:
-        pass  # unreadable: treated as another config
+        differ = " (unreadable)"  # treated as another config
     if not config.overwrite:
         raise ValueError(
-            f"{workdir} holds the outputs of a different config ({path}); use another "
+            f"{workdir} holds the outputs of a different config ({path}{differ}); use another "
             "workdir, or set config.overwrite=True to delete them")
     return True
 
@@ -208,7 +211,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     Resumes from WORKDIR's last checkpoint when there is one; returns at once when results.csv
     already holds every member. `data` replaces `load_experiment(...)` (tests, custom data).
+    The whole run holds WORKDIR's lock (`workdir_lock`): a second process on the same workdir
+    is refused with `LockHeld`, naming the holder, before it reads or writes anything there.
     """
+    with workdir_lock.hold(workdir, what="workdir"):
+        return _train_and_evaluate(config, workdir, data=data)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                        data: ExperimentData | None = None) -> pathlib.Path:
     config_lib.validate(config)
     workdir = pathlib.Path(workdir).absolute()
     chosen = program_members(config)
