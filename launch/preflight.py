@@ -49,12 +49,17 @@ def missing_raw_data(config: ml_collections.ConfigDict) -> list[str]:
     """A message if the dataset is not built and its manual_dir is not a directory (else [])."""
     if config.dataset in NO_RAW_DATA:
         return []
+    from sourcematters_jax.data import split_options
     from sourcematters_jax.data.experiment import make_builder
 
     try:
+        # The split options (extra_ood, p0_protocol, confound_draw) choose member splits, not
+        # the build: strip them as load_experiment does.
+        _, builder_options = split_options.split_options(
+            config.experiment, config.dataset, config.data_options.to_dict())
         builder = make_builder(config.experiment, dataset=config.dataset,
                                data_dir=config.data_dir or None, image_size=config.image_size,
-                               **config.data_options.to_dict())
+                               **builder_options)
     except (ValueError, KeyError, TypeError) as e:
         return [f"config.dataset={config.dataset!r}: {e}"]
     if builder.is_prepared():

@@ -209,11 +209,17 @@ def test_train_in_a_workdir_of_another_config_is_one_line(tmp_path):
 
 
 def test_ctrl_c_in_a_command_is_exit_130_and_one_line(tmp_path):
-    # A real SIGINT while `sourcematters sweep` works (planning: it compiles the memory estimate).
+    # A real SIGINT while `sourcematters sweep` works: sent once the launcher has written its
+    # manifest (it is then running the program, which takes far longer than the wait).
+    root = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "sourcematters_jax.cli", "sweep", f"--config={SMOKE}",
-                             f"--root={tmp_path / 'r'}", "--dry_run"], stdout=subprocess.PIPE,
+                             f"--root={root}"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-    time.sleep(8)
+    deadline = time.monotonic() + 120
+    while not (root / "sweep.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
