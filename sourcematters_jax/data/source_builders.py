@@ -26,7 +26,7 @@ class _SourceBuilder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Procedural images, train and test splits."}
-    DEFAULTS = {"seed": 0, "train_per_class": 500, "test_per_class": 100}
+    DEFAULTS = dict(source_images.BUILDER_OPTIONS)
     BUILDER_CONFIGS = [tfds_common.make_config(64, DEFAULTS)]
     CLASSES: tuple[str, ...] = ()
     CHANNELS = 0  # 0: grey [S, S]; 3: colour [S, S, 3]
@@ -83,4 +83,4 @@ class SyntheticRadiology(_SourceBuilder):
     draw = staticmethod(source_images.draw_radiology)
 
 
-SOURCE_BUILDERS = {"synthetic_natural": SyntheticNatural, "synthetic_radiology": SyntheticRadiology}
+SOURCE_BUILDERS = dict(zip(source_images.SOURCE_DATASETS, (SyntheticNatural, SyntheticRadiology)))

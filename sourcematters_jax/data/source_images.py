@@ -24,6 +24,10 @@ from sourcematters_jax.data import synthetic_images
 
 NATURAL_CLASSES = ("disc", "square", "triangle", "cross", "ring", "stripes", "checker", "dots")
 RADIOLOGY_CLASSES = ("xr_chest", "xr_knee", "ct_head", "ct_abdomen", "mr_brain", "us_abdomen")
+# The TFDS builders of these images (source_builders.py) and their options' defaults; here, so
+# that configs can name them without importing TFDS.
+SOURCE_DATASETS = ("synthetic_natural", "synthetic_radiology")
+BUILDER_OPTIONS = {"seed": 0, "train_per_class": 500, "test_per_class": 100}
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
