@@ -4,6 +4,7 @@
     sourcematters train     train one program from a config    (python -m sourcematters_jax.main)
     sourcematters sweep     plan and launch a config's sweep   (python -m launch)
     sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
+    sourcematters pretrain  pretrain a source backbone on a dataset (python -m sourcematters_jax.pretrain.cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
 
 Each command is the very module behind it, so `sourcematters X --help` and `python -m MODULE --help`
@@ -57,6 +58,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
               _module_main("launch.sweep")),
     "convert": ("convert Keras ResNet50 .h5 weights (ImageNet, RadImageNet) into a Flax checkpoint",
                 _module_main("convert_weights.cli")),
+    "pretrain": ("pretrain a source backbone (ResNet + linear classifier) on a dataset or image folder",
+                 _module_main("sourcematters_jax.pretrain.cli")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
                _module_main("sourcematters_jax.results.report")),
 }

@@ -12,13 +12,14 @@ from sourcematters_jax import cli
 
 # command -> module whose build_parser() the command runs
 ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
-                     "convert": "convert_weights.cli", "report": "sourcematters_jax.results.report"}
+                     "convert": "convert_weights.cli", "pretrain": "sourcematters_jax.pretrain.cli",
+                     "report": "sourcematters_jax.results.report"}
 
 
 def test_top_level_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("demo", "train", "sweep", "convert", "report"):
+    for name in ("demo", "train", "sweep", "convert", "pretrain", "report"):
         assert f"  {name} " in out
     assert cli.main([]) == 2
     assert cli.main(["trian"]) == 2
