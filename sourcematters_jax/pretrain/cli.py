@@ -27,14 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file and argument, e.g. configs/pretrain.py:dataset=synthetic_radiology")
     parser.add_argument("--workdir", required=True, metavar="DIR",
                         help="directory for checkpoints, summaries and the backbone (DIR/backbone)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (one run spanning several hosts)")
-    parser.add_argument("--coordinator_address", default=None,
-                        help="host:port of process 0 (default: auto-detected on TPU VMs / Slurm)")
-    parser.add_argument("--num_processes", type=int, default=None,
-                        help="number of processes of the run (default: auto-detected)")
-    parser.add_argument("--process_id", type=int, default=None,
-                        help="this process's index (default: auto-detected)")
+    from launch.program import add_distributed_flags
+
+    add_distributed_flags(parser)  # one run spanning several hosts, as launch.program does
     return parser
 
 
