@@ -18,6 +18,7 @@ from flax import traverse_util
 from PIL import Image
 
 from configs import smoke
+from fake_experiment import make_experiment
 from launch import config_io
 from sourcematters_jax import pretrained
 from sourcematters_jax.data import source_images
@@ -130,9 +131,10 @@ def test_backbone_has_the_converted_format_and_fine_tunes(folder, uninterrupted,
 
     from sourcematters_jax.train.loop import train_and_evaluate
 
+    # The smoke config on the trainer tests' in-memory 32 px pool (no dataset build).
     config = smoke.get_config(f"strategy=vmap,epochs=1,pretrained={uninterrupted}")
-    config.data_dir = str(tmp_path / "tfds")
-    results = pd.read_csv(train_and_evaluate(config, tmp_path / "finetune"))
+    results = pd.read_csv(train_and_evaluate(config, tmp_path / "finetune",
+                                             data=make_experiment(num_images=80, size=32)))
     assert set(results["source"]) == {"random", "imagenet"} and (results["status"] == "ok").all()
     assert set(results.loc[results["source"] == "imagenet", "preprocessing"]) == {"caffe"}
 
