@@ -39,4 +39,5 @@ def get_config(arg=None):
         config.log_every_steps = 20
         config.checkpoint_every_steps = 100
         config.progress_every_secs = 10.0
+        config.num_workers = 2  # read threads: a CPU run has few cores
     return config
