@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, help="sweep root directory holding sweep.json")
     parser.add_argument("--program", type=int, action="append", required=True,
                         help="index of a program to run; repeat to run several one after another")
+    add_distributed_flags(parser)
+    return parser
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """--distributed and the optional jax.distributed.initialize arguments (for `initialize_distributed`)."""
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (a program spanning hosts)")
     parser.add_argument("--coordinator_address", default=None,
@@ -109,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of processes of the program (default: auto-detected)")
     parser.add_argument("--process_id", type=int, default=None,
                         help="this process's index (default: auto-detected)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

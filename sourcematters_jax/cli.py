@@ -5,6 +5,7 @@
     sourcematters sweep     plan and launch a config's sweep   (python -m launch)
     sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
     sourcematters export    backbone / fine-tuned member -> Keras .h5 (convert_weights.export_cli)
+    sourcematters pretrain  pretrain a source backbone on a dataset (python -m sourcematters_jax.pretrain.cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
     sourcematters evaluate | saliency | features   reuse finished members (sourcematters_jax.reuse.cli)
     sourcematters prepare-lidc  LIDC-IDRI download -> nodule crops (python -m sourcematters_jax.data.prepare_lidc)
@@ -64,6 +65,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
                 _module_main("convert_weights.cli", "convert")),
     "export": ("a backbone checkpoint or a fine-tuned member -> Keras .h5 (keras-applications)",
                _module_main("convert_weights.export_cli", "export")),
+                    "pretrain": ("pretrain a source backbone (ResNet + linear classifier) on a dataset or image folder",
+                 _module_main("sourcematters_jax.pretrain.cli", "pretrain")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",
                _module_main("sourcematters_jax.results.report", "report")),
     "evaluate": ("evaluate finished members on another config's test sets (cross-evaluation)",

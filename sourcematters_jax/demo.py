@@ -1,14 +1,18 @@
-"""`sourcematters demo`: the whole pipeline on built-in synthetic chest X-rays, in minutes on a CPU.
+"""`sourcematters demo`: the study's source comparison on built-in synthetic data, in minutes on a CPU.
 
     sourcematters demo [--root=workdirs/demo] [--fresh] [--config=configs/demo.py[:ARG]] [--config.KEY=VALUE ...]
 
-What it runs (configs/demo.py): the tag confounder at p_art 0 / 0.5 / 1, random init, three seeds,
-a tiny ResNet on 64 px images for 20 epochs, through the same launcher as a real sweep (`launch`: plan, manifest,
-programs, resume). Then it writes the report (`sourcematters report`: summary table, figures,
-statistics) and prints a short table of i.i.d. vs o.o.d. AUC per p_art and where every output is.
-The shortcut shows as o.o.d. AUC at p_art=1 far below p_art=0 while i.i.d. AUC stays high (it
-rises with p_art, as the tag helps). The synthetic dataset is built once into ROOT/tfds.
-Running it again skips finished programs (use --fresh to start over).
+What it runs (configs/demo.py): first the two pretrained sources, each pretrained by `sourcematters
+pretrain` on a built-in synthetic source dataset (natural: colour objects and textures;
+radiology: grey images of several modalities) into ROOT/sources/ on the first run and reused
+after. Then the tag confounder at p_art 0 / 0.5 / 1 x sources natural, radiology and random init x
+three seeds, a tiny ResNet on 64 px images for 20 epochs, through the same launcher as a real sweep
+(`launch`: plan, manifest, programs, resume). Then the report (`sourcematters report --compare
+natural radiology`: summary table, figures, permutation tests between the two pretrained
+sources) and a console table of i.i.d. vs o.o.d. AUC per source and p_art. The shortcut shows as
+o.o.d. AUC at p_art=1 far below p_art=0 while i.i.d. AUC stays high. The synthetic datasets are
+built once into ROOT/tfds. Running it again skips finished programs (--fresh retrains the
+fine-tuning; it keeps ROOT/tfds and the pretrained ROOT/sources).
 """
 
 from __future__ import annotations
@@ -50,26 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file and argument (default: configs/demo.py of this checkout), "
                              "e.g. configs/demo.py:seed=1+2+3+4+5")
     parser.add_argument("--fresh", action="store_true",
-                        help="delete --root's runs and report first (keeping its built dataset, "
-                             "ROOT/tfds) instead of resuming what is there")
+                        help="delete --root's runs and report first (keeping its built datasets, "
+                             "ROOT/tfds, and pretrained sources, ROOT/sources) instead of resuming")
+    parser.add_argument("--pretrain_override", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the sources' pretraining config (configs/pretrain.py "
+                             "tiny recipe), e.g. num_epochs=1; repeatable")
     parser.add_argument("--members_per_program", type=int, default=0, metavar="N",
                         help="members trained together in one program (default: all of them)")
     parser.add_argument("--quiet", action="store_true", help="no training progress, only the summary")
     return parser
 
 
-def auc_table(results_csv: pathlib.Path) -> dict[float, dict[str, list[float]]]:
-    """p_art -> test set ('iid', 'ood') -> member AUCs (exact binary ROC-AUC), from results.csv."""
-    table: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+Table = dict[str, dict[float, dict[str, list[float]]]]
+
+
+def auc_table(results_csv: pathlib.Path) -> Table:
+    """source -> p_art -> test set ('iid', 'ood') -> member AUCs (exact ROC-AUC), from results.csv."""
+    table: Table = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     with open(results_csv, newline="") as f:
         for row in csv.DictReader(f):
             if row.get("status", "ok") == "ok" and row["test_set"] in ("iid", "ood"):
-                table[float(row["p_art"])][row["test_set"]].append(float(row["auc"]))
+                source = row.get("source", "")
+                table[source][float(row["p_art"])][row["test_set"]].append(float(row["auc"]))
     return table
 
 
-def format_auc_table(table: dict[float, dict[str, list[float]]]) -> str:
-    """A short console table: mean +- sd of i.i.d. and o.o.d. AUC per p_art, and the verdict."""
+def format_auc_table(table: Table) -> str:
+    """A short console table: mean +- sd of i.i.d. and o.o.d. AUC per source and p_art, and per
+    source the verdict on the shortcut."""
 
     def cell(values: list[float]) -> str:
         if not values:
@@ -77,19 +89,29 @@ def format_auc_table(table: dict[float, dict[str, list[float]]]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
-    n = max((len(v) for row in table.values() for v in row.values()), default=0)
-    lines = [f"  p_art   i.i.d. AUC      o.o.d. AUC      (mean ± sd over {n} members, exact ROC-AUC)"]
-    for p_art in sorted(table):
-        lines.append(f"  {p_art:<5g}   {cell(table[p_art]['iid'])}   {cell(table[p_art]['ood'])}")
-    lo, hi = min(table, default=None), max(table, default=None)
-    if lo is not None and hi != lo and table[lo]["ood"] and table[hi]["ood"]:
-        drop = statistics.fmean(table[lo]["ood"]) - statistics.fmean(table[hi]["ood"])
+    n = max((len(v) for by_p in table.values() for row in by_p.values() for v in row.values()),
+            default=0)
+    width = max([len("source")] + [len(s) for s in table])
+    lines = [f"  {'source':<{width}}  p_art   i.i.d. AUC      o.o.d. AUC      "
+             f"(mean ± sd over {n} members, exact ROC-AUC)"]
+    for source in sorted(table):
+        for p_art in sorted(table[source]):
+            row = table[source][p_art]
+            lines.append(f"  {source:<{width}}  {p_art:<5g}   {cell(row['iid'])}   {cell(row['ood'])}")
+    for source in sorted(table):
+        by_p = table[source]
+        lo, hi = min(by_p, default=None), max(by_p, default=None)
+        if lo is None or hi == lo or not by_p[lo]["ood"] or not by_p[hi]["ood"]:
+            continue
+        drop = statistics.fmean(by_p[lo]["ood"]) - statistics.fmean(by_p[hi]["ood"])
+        name = f"  {source}: " if source else "  "
         if drop > 0.2:
-            lines.append(f"  o.o.d. AUC falls by {drop:.2f} from p_art={lo:g} to p_art={hi:g}: the models "
-                         "learned the tag (the shortcut), not the disease.")
+            lines.append(f"{name}o.o.d. AUC falls by {drop:.2f} from p_art={lo:g} to p_art={hi:g}: "
+                         "the models learned the tag (the shortcut), not the disease.")
         else:
-            lines.append(f"  o.o.d. AUC changes by {-drop:+.2f} from p_art={lo:g} to p_art={hi:g}: no "
-                         "clear shortcut in this run (train longer: --config.num_epochs).")
+            lines.append(f"{name}o.o.d. AUC changes by {-drop:+.2f} from p_art={lo:g} to "
+                         f"p_art={hi:g}: no clear shortcut in this run (train longer: "
+                         "--config.num_epochs).")
     return "\n".join(lines)
 
 
@@ -133,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from launch import config_io, local
     from launch import plan as plan_lib
+    from sourcematters_jax import demo_sources
     from sourcematters_jax.results import report
 
     root = pathlib.Path(args.root).absolute()
@@ -145,9 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sourcematters demo: error: {config_io.error_message(e)}", file=sys.stderr)
         return 2
     if args.fresh and root.exists():
-        for path in root.iterdir():  # keep the built dataset: --fresh retrains, it does not rebuild
-            if path.name != DATA_DIR:
+        for path in root.iterdir():  # keep data and sources: --fresh retrains, it does not rebuild
+            if path.name not in (DATA_DIR, demo_sources.SOURCES_DIR):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+    try:
+        overrides += demo_sources.ensure_sources(config, root, config.data_dir,
+                                                 [config_io.normalize_override(o)
+                                                  for o in args.pretrain_override])
+        config = config_io.load_config(spec, overrides)
+    except (*config_io.LOAD_ERRORS, FileExistsError) as e:
+        print(f"sourcematters demo: error: {config_io.error_message(e)}", file=sys.stderr)
+        return 2
     members = plan_lib.sweep_members(config)
     capacity = args.members_per_program or len(members)
     try:
@@ -180,9 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     report_dir = root / "report"
+    compare = [s for s in demo_sources.DEMO_SOURCES if s in config.sweep.source]
     with hush:
         print("sourcematters demo: writing the report", flush=True)
-        status = report.main(["--workdir", str(results), "--out", str(report_dir)])
+        status = report.main(["--workdir", str(results), "--out", str(report_dir)]
+                             + (["--compare", *compare] if len(compare) == 2 else []))
     figures = sorted(report_dir.rglob("*.png")) if status == 0 else []
 
     print()

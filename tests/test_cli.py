@@ -12,7 +12,7 @@ from sourcematters_jax import cli
 
 # command -> module whose build_parser() the command runs (or "module:parser function")
 ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
-                     "convert": "convert_weights.cli",
+                     "convert": "convert_weights.cli", "pretrain": "sourcematters_jax.pretrain.cli",
                      "export": "convert_weights.export_cli", "report": "sourcematters_jax.results.report",
                      "evaluate": "sourcematters_jax.reuse.cli:evaluate_parser",
                      "saliency": "sourcematters_jax.reuse.cli:saliency_parser",
@@ -28,7 +28,7 @@ def command_parser(command: str) -> argparse.ArgumentParser:
 def test_top_level_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("demo", "train", "sweep", "convert", "export", "report", "evaluate", "saliency",
+    for name in ("demo", "train", "sweep", "convert", "export", "pretrain", "report", "evaluate", "saliency",
                  "features", "prepare-lidc"):
         assert f"  {name} " in out
     assert cli.main([]) == 2

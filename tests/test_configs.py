@@ -72,9 +72,27 @@ def test_demo_config_is_tiny_and_confounds_tags():
     members = plan.sweep_members(config)
     assert (config.experiment, config.dataset) == ("tag", "synthetic_cxr")
     assert sorted({m.p_art for m in members}) == [0.0, 0.5, 1.0]
-    assert {m.source for m in members} == {"random"}
+    assert {m.source for m in members} == {"natural", "radiology", "random"}
+    assert config.sources.natural == "" and config.sources.radiology == ""  # the demo pretrains them
     assert len({m.seed for m in members}) >= 2
     assert config.image_size <= 64 and config.model.width <= 16
+    assert {m.source for m in plan.sweep_members(load("demo", "source=random"))} == {"random"}
+
+
+def test_pretrain_config_loads_validates_and_has_the_builtin_options():
+    from sourcematters_jax.data.source_builders import SyntheticNatural
+    from sourcematters_jax.pretrain.config import validate as validate_pretrain
+
+    config = load("pretrain")
+    validate_pretrain(config)
+    assert config.model.stage_sizes == (3, 4, 6, 3) and config.image_size == 224
+    assert config.data_options.to_dict() == SyntheticNatural.DEFAULTS
+    tiny = load("pretrain", "dataset=synthetic_radiology,tiny")
+    validate_pretrain(tiny)
+    assert tiny.image_size == 64 and tiny.model.width == 8
+    assert not load("pretrain", "dataset=mnist").data_options.to_dict()  # TFDS datasets: none
+    with pytest.raises(ValueError, match="config.optimizer"):
+        validate_pretrain(load("pretrain", "", ["optimizer=lamb"]))
 
 
 def test_ct_noise_levels_are_the_builders_and_overridable():
