@@ -87,8 +87,11 @@ def run_program(root: str | pathlib.Path, index: int, *,
     if plan.is_finished(program):
         log.info("%s: finished, skipping (%s)", program.name, workdir / plan_lib.RESULTS)
         return workdir / plan_lib.RESULTS
+    from sourcematters_jax import compile_cache
     from sourcematters_jax.train import train_and_evaluate
 
+    # Every program of the sweep has the same shapes (config.pad_to_sweep): compile once.
+    compile_cache.enable(pathlib.Path(root) / compile_cache.SWEEP_SUBDIR)
     log.info("%s: training members %s (%d, experiment %s) in %s", program.name,
              program.member_indices, program.size, program.experiment, workdir)
     return pathlib.Path(train_and_evaluate(plan.program_config(program), str(workdir)))

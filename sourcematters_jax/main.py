@@ -39,9 +39,11 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_DropLibraryInfo())
+    from sourcematters_jax import compile_cache
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 
     summaries.hide_accelerators_from_tensorflow()
+    compile_cache.enable()
     path = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     print(path)
 

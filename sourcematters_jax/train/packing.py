@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -59,13 +59,22 @@ def _pad_split(split: SplitIndex, length: int) -> Examples:
     return Examples(indices=indices, confounded=confounded, mask=mask)
 
 
-def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[int, int]:
+def longest_splits(members_data: Sequence[MemberData]) -> dict[str, int]:
+    """{split: the longest member's length}; pass a sweep's to pad its programs alike."""
+    return {split: max(len(getattr(md, split).indices) for md in members_data)
+            for split in SPLITS}
+
+
+def train_layout(members_data: Sequence[MemberData], batch_size: int,
+                 pad_to: Mapping[str, int] | None = None) -> tuple[int, int]:
     """(effective batch, steps per epoch): one pass over the largest member's training set.
 
     The batch is min(batch_size, largest training set), so a study batch of 256 on ~220
     images is one full-set step per epoch (as in Keras) without computing padded rows.
+    `pad_to` ({split: length}, e.g. `longest_splits` of the whole sweep) raises the lengths
+    the layout is computed for, so every program of a sweep gets the same shapes.
     """
-    largest = max(len(md.train.indices) for md in members_data)
+    largest = max(longest_splits(members_data)["train"], (pad_to or {}).get("train", 0))
     if largest == 0:
         raise ValueError("every member has an empty training set")
     batch = min(batch_size, largest)
@@ -73,13 +82,15 @@ def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[i
 
 
 def pack_member_arrays(members_data: Sequence[MemberData], *, batch_size: int,
-                       eval_batch_size: int) -> MemberArrays:
+                       eval_batch_size: int, pad_to: Mapping[str, int] | None = None
+                       ) -> MemberArrays:
     """Stack members' splits as numpy [M, n_pad] arrays (train padded to steps * batch)."""
-    batch, steps = train_layout(members_data, batch_size)
+    batch, steps = train_layout(members_data, batch_size, pad_to)
     lengths = {"train": batch * steps}
+    longest = longest_splits(members_data)
     for split in SPLITS[1:]:
-        longest = max(len(getattr(md, split).indices) for md in members_data)
-        lengths[split] = padded_length(longest, eval_batch_size)
+        lengths[split] = padded_length(max(longest[split], (pad_to or {}).get(split, 0)),
+                                       eval_batch_size)
     for i, md in enumerate(members_data):
         for split in SPLITS:
             s = getattr(md, split)
@@ -257,10 +268,17 @@ class LoopRunner(Runner):
         k = num_member_args
         jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums))
 
-        def run(*args):
+        def run(*args, skip: Sequence[bool] | None = None, passthrough: int = 1):
+            """`skip[m]` True: member m is not computed (e.g. early-stopped); its outputs are
+            its first `passthrough` member args as passed (for a fn whose outputs mirror them,
+            such as a train step (state, accumulator, data) -> (state, accumulator))."""
             member_args, shared = args[:k], args[k:]
             outs = []
             for m in range(self.num_members):
+                if skip is not None and skip[m]:
+                    kept = tuple(a[m] for a in member_args[:passthrough])
+                    outs.append(kept if passthrough > 1 else kept[0])
+                    continue
                 d = self._device_index[m]
                 outs.append(jitted(*(a[m] for a in member_args), *(s[d] for s in shared)))
             if isinstance(outs[0], tuple):
