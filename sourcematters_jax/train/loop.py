@@ -224,12 +224,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         train, best, epoch = _run_epochs(config, runner, programs, ckpt, writer, table, train,
                                          best, start, steps, device_data, pool)
         probs = runner.to_host(programs["predict"](train, best, device_data, pool))
-        final = runner.to_host(_bundle(epoch=_field(best, "epoch"),
-                                       val_loss=_field(best, "val_loss"),
-                                       epochs_trained=_field(train, "epochs_trained"),
-                                       nonfinite=_field(train, "nonfinite")))
-        _write_results(config, workdir, rows, data, arrays, probs, types.SimpleNamespace(**final),
-                       types.SimpleNamespace(**final), writer, epoch)
+        # Only the fields the results need cross to the host, never the whole state.
+        final = types.SimpleNamespace(**runner.to_host(_bundle(
+            epoch=_field(best, "epoch"), val_loss=_field(best, "val_loss"),
+            epochs_trained=_field(train, "epochs_trained"), nonfinite=_field(train, "nonfinite"))))
+        _write_results(config, workdir, rows, data, arrays, probs, final, final, writer, epoch)
     finally:
         ckpt.close()
         if writer is not None:
