@@ -10,6 +10,8 @@ resumes from the workdir's last checkpoint; a finished workdir (complete results
 once. On CPU the program uses one XLA host device per core unless XLA_FLAGS already says how many
 (`--xla_force_host_platform_device_count`): members are sharded over devices, which trains
 faster on multi-core CPUs than one device does.
+JAX's persistent compilation cache is on (`~/.cache/sourcematters_jax/jax` unless
+JAX_COMPILATION_CACHE_DIR names another directory).
 """
 
 from sourcematters_jax.host_devices import use_one_host_device_per_core
