@@ -34,7 +34,7 @@ from absl import logging
 from sourcematters_jax import host_devices
 from sourcematters_jax.data.types import TEST_SPLITS, ExperimentData
 from sourcematters_jax.members import Member, select_members
-from sourcematters_jax.train import checkpoints, inputs, results, summaries
+from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, summaries
 from sourcematters_jax.train import config as config_lib
 from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
 from sourcematters_jax.train.augment import AugmentConfig
@@ -85,7 +85,7 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
 
 def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
     """(sweep index, Member) of the members this program trains."""
-    sweep = inputs.sweep_members(config)
+    sweep = inputs_lib.sweep_members(config)
     indices = config_lib.parse_member_indices(config.member_indices, len(sweep))
     indices = list(range(len(sweep))) if indices is None else indices
     chosen = list(zip(indices, select_members(sweep, indices)))
@@ -173,11 +173,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Every input is loaded and checked before the workdir is claimed: a bad source, dataset or
     # split leaves the workdir as it was.
     model = state_lib.build_model(config.model.to_dict(), config.dropout_rate)
-    sources, pretrained = inputs.resolve_sources(config, members, model)
-    data = inputs.load_data(config) if data is None else data
+    sources, pretrained = inputs_lib.resolve_sources(config, members, model)
+    data = inputs_lib.load_data(config) if data is None else data
     members_data = [data.member_data(m.p_art, m.fold, m.seed) for m in members]
-    inputs.check_data(data, members, members_data, config.image_size)
-    pad_to = inputs.sweep_lengths(config, data) if config.pad_to_sweep else None
+    inputs_lib.check_data(data, members, members_data, config.image_size)
+    pad_to = inputs_lib.sweep_lengths(config, data) if config.pad_to_sweep else None
     devices = packing.select_devices(config.execution.num_devices)
     host_devices.check_platform(devices[0].platform,
                                 require_accelerator=config.execution.require_accelerator)
