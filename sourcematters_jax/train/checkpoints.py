@@ -166,7 +166,9 @@ def _host_target(member_target: Any, layout: str, num_members: int) -> Any:
 def _stacked_numpy(state: Any, num_members: int) -> Any:
     """Numpy pytree with exactly `num_members` on the leading axis."""
     if isinstance(state, list):
-        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *state)
+        from sourcematters_jax.train.packing import stack_trees
+
+        return stack_trees(state)
     return jax.tree.map(lambda x: np.asarray(x)[:num_members], state)
 
 
