@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 from absl import flags
@@ -63,12 +63,16 @@ def _parse(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     return config
 
 
-def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def load_config(spec: str, overrides: Sequence[str] = (),
+                check: Callable[[ml_collections.ConfigDict], None] = validate
+                ) -> ml_collections.ConfigDict:
     """The locked config of `spec` ('configs/tag.py' or 'configs/tag.py:p_art=0.5') with overrides.
 
     Args:
       spec: a config file path, optionally followed by ':' and the argument of its get_config.
       overrides: 'key=value' or '--config.key=value' strings, applied in order.
+      check: the schema's value check, run on the result (default: the trainer's
+        `train.config.validate`; configs of another schema, e.g. pretraining, pass theirs).
     Raises:
       FileNotFoundError: the config file does not exist.
       KeyError: an override names a key the config does not have (the message names it).
@@ -90,7 +94,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise KeyError(f"unknown config key {key!r} in override {override}{hint}")
     config = _parse(spec, overrides)
-    validate(config)
+    check(config)
     return config
 
 

@@ -9,6 +9,9 @@ into `ROOT/program_NNN/` with `sourcematters_jax.train.train_and_evaluate`. A fi
 which is what `train_and_evaluate` does when they exist. So running a job twice is always safe,
 and a preempted Slurm job is simply requeued.
 
+JAX's persistent compilation cache lives in `ROOT/jax_cache/` (JAX_COMPILATION_CACHE_DIR wins): the
+sweep's programs share one shape (`config.pad_to_sweep`), so only the first one compiles.
+
 `--distributed` calls `jax.distributed.initialize()` first, for one program spanning several hosts
 (a TPU pod slice, a multi-node Slurm allocation): every host runs the same command, and JAX finds
 the coordinator from the TPU metadata or the Slurm environment (or from `--coordinator_address`,
@@ -87,8 +90,11 @@ def run_program(root: str | pathlib.Path, index: int, *,
     if plan.is_finished(program):
         log.info("%s: finished, skipping (%s)", program.name, workdir / plan_lib.RESULTS)
         return workdir / plan_lib.RESULTS
+    from sourcematters_jax import compile_cache
     from sourcematters_jax.train import train_and_evaluate
 
+    # Every program of the sweep has the same shapes (config.pad_to_sweep): compile once.
+    compile_cache.enable(pathlib.Path(root) / compile_cache.SWEEP_SUBDIR)
     log.info("%s: training members %s (%d, experiment %s) in %s", program.name,
              program.member_indices, program.size, program.experiment, workdir)
     return pathlib.Path(train_and_evaluate(plan.program_config(program), str(workdir)))

@@ -37,13 +37,14 @@ def pretrain_config(name: str, config: ml_collections.ConfigDict, data_dir: str 
                     extra: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """configs/pretrain.py's tiny recipe on the source's dataset, with the demo model's shape."""
     from launch import config_io
+    from sourcematters_jax.pretrain import config as pretrain_config_lib
 
     stages = ", ".join(str(int(s)) for s in config.model.stage_sizes)
     overrides = [f"--config.data_dir={data_dir}", f"--config.image_size={config.image_size}",
                  f"--config.model.stage_sizes=({stages},)", f"--config.model.width={config.model.width}",
                  f"--config.model.dtype={config.model.dtype}", *extra]
     spec = f"{pretrain_config_path()}:dataset={DEMO_SOURCES[name]},source={name},tiny"
-    return config_io.load_config(spec, overrides)
+    return config_io.load_config(spec, overrides, check=pretrain_config_lib.validate)
 
 
 def ensure_sources(config: ml_collections.ConfigDict, root: pathlib.Path, data_dir: str | pathlib.Path,

@@ -11,6 +11,9 @@ once. On CPU the program uses one XLA host device per core unless XLA_FLAGS alre
 (`--xla_force_host_platform_device_count`): members are sharded over devices, which trains
 faster on multi-core CPUs than one device does.
 
+JAX's persistent compilation cache is on (`~/.cache/sourcematters_jax/jax` unless
+JAX_COMPILATION_CACHE_DIR names another directory).
+
 Bad input (a misspelt config key, a value the trainer cannot use, a workdir of another config,
 a workdir another process is training, missing data or weights, a permission problem) is one
 line on stderr and exit status 2; Ctrl-C is exit 130, SIGTERM 143 (the run resumes next time).
@@ -70,10 +73,12 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_DropLibraryInfo())
+    from sourcematters_jax import compile_cache
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 
     def train() -> int:
         summaries.hide_accelerators_from_tensorflow()
+        compile_cache.enable()
         print(train_and_evaluate(FLAGS.config, FLAGS.workdir))
         return 0
 

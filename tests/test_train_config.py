@@ -81,6 +81,19 @@ def test_identity_ignores_runtime_fields_only():
     assert config_lib.identity_json(a) != config_lib.identity_json(b)
 
 
+def test_checkpoint_schedule_is_runtime_and_padding_is_identity():
+    a, b = config_lib.base_config(), config_lib.base_config()
+    assert (a.checkpoint_every_secs, a.checkpoint_every_epochs, a.keep_checkpoints) == (600.0, 0, 1)
+    b.checkpoint_every_secs, b.checkpoint_every_epochs, b.keep_checkpoints = 0.0, 5, 3
+    assert config_lib.identity_json(a) == config_lib.identity_json(b)
+    b.pad_to_sweep = False
+    assert config_lib.identity_json(a) != config_lib.identity_json(b)
+    c = smoke.get_config()
+    c.checkpoint_every_secs = -1.0
+    with pytest.raises(ValueError, match="config.checkpoint_every_secs: must be >= 0"):
+        config_lib.validate(c)
+
+
 def test_claim_workdir_refuses_another_config_unless_overwrite(tmp_path):
     a = smoke.get_config()
     claim_workdir(a, tmp_path)

@@ -57,6 +57,7 @@ def smoke_arg(dirs):
 def make_config(dirs):
     config = smoke.get_config(smoke_arg(dirs))
     config.data_dir = str(dirs["tfds"])
+    config.checkpoint_every_epochs = 1  # a runtime field: the killed copy below uses it too
     return config
 
 
@@ -176,17 +177,23 @@ def test_nonfinite_source_stops_its_members_only(dirs, uninterrupted):
 
 
 KILLER = textwrap.dedent("""
-    import os, signal, sys
+    import os, pathlib, signal, sys, time
     from sourcematters_jax import main  # sets XLA_FLAGS before JAX loads
     from sourcematters_jax.train import summaries
     from absl import app
 
     kill_at = int(os.environ["KILL_AT_STEP"])
+    committed = pathlib.Path(os.environ["WAIT_FOR_CHECKPOINT"])
     step = summaries.Summaries.step
 
     def step_then_kill(self, n):
         step(self, n)
         if n == kill_at:
+            # Checkpoints are written in the background while training goes on: wait until
+            # the epoch-2 one is committed (renamed into place), then die mid-epoch 3.
+            deadline = time.time() + 300
+            while not committed.is_dir() and time.time() < deadline:
+                time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
 
     summaries.Summaries.step = step_then_kill
@@ -200,8 +207,11 @@ def test_kill_and_resume_gives_identical_results(dirs, uninterrupted, tmp_path, 
     script.write_text(KILLER)
     proc = subprocess.run(
         [sys.executable, str(script), f"--config={SMOKE}:{smoke_arg(dirs)}",
-         f"--workdir={workdir}", f"--config.data_dir={dirs['tfds']}"],
-        cwd=REPO, env={**os.environ, "KILL_AT_STEP": str(KILL_AT_STEP)},
+         f"--workdir={workdir}", f"--config.data_dir={dirs['tfds']}",
+         "--config.checkpoint_every_epochs=1"],
+        cwd=REPO, env={**os.environ, "KILL_AT_STEP": str(KILL_AT_STEP),
+                       "WAIT_FOR_CHECKPOINT": str(workdir / "checkpoints" / "2"),
+                       "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")},
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (workdir / "results.csv").exists()

@@ -1,9 +1,23 @@
-"""Orbax checkpoints of a program: train state, best state and the member table, per epoch.
+"""Orbax checkpoints of a program: train state, best state and the member table.
 
 Layout: WORKDIR/checkpoints/<epoch>/{train,best,members}, written by an Orbax
 `CheckpointManager` (atomic: a checkpoint is either complete or ignored, so a kill at any moment
-leaves the last complete epoch to resume from). States are saved as host numpy pytrees with the
-real members on the leading axis, so a program can resume with another device count or strategy.
+leaves the last complete one to resume from).
+
+Saves are asynchronous and never gather the program's state into one host array: the placed
+jax.Arrays go to Orbax as they are (a member-axis array sharded over the mesh for the sharded
+strategies, a list of per-member arrays on their devices for 'loop'). `save` returns once Orbax
+has copied every shard to host memory (so the next, donating training step may overwrite the
+device buffers); the files are written in a background thread while training goes on, and the
+host copy is freed as they are written. `close` (or the next `save`) waits for the write.
+
+The states are stored in the layout they had on device, recorded in the members item as
+`state_layout`: 'stacked' (leading member axis, possibly padded to a multiple of the device
+count; older checkpoints hold host arrays with exactly the real members) or 'per_member' (a list).
+`restore` reads a checkpoint straight onto the current runner's devices when the layout matches
+(a stacked state is truncated or zero-padded on its member axis to the runner's padded count:
+rows past the real members are padding that never reaches the host); across layouts (a 'loop'
+checkpoint resumed by 'vmap', or back) it goes through host memory once.
 
 `load_member` / `export_member` give one member's best weights back for later evaluation: the
 full classifier variables {'params': {'backbone', 'head'}, 'batch_stats': {'backbone'}} plus the
@@ -19,23 +33,31 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 
 from sourcematters_jax import variables_io
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FORMAT = "sourcematters_jax.member"
+LAYOUT_KEY = "state_layout"
+STACKED, PER_MEMBER = "stacked", "per_member"
+
+
+def layout_of(placed: Any) -> str:
+    """'per_member' for a list of member states (the loop strategy), else 'stacked'."""
+    return PER_MEMBER if isinstance(placed, list) else STACKED
 
 
 class ProgramCheckpoints:
-    """Save/restore a program's (train, best, members) once per epoch."""
+    """Save/restore a program's (train, best, members); asynchronous saves, see the module doc."""
 
-    def __init__(self, workdir: str | os.PathLike, keep: int = 2, read_only: bool = False):
+    def __init__(self, workdir: str | os.PathLike, keep: int = 1, read_only: bool = False):
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
         if read_only and not self.directory.is_dir():
             raise FileNotFoundError(f"{self.directory}: no checkpoints (not a training workdir?)")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                                read_only=read_only,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=not read_only)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("train", "best", "members"))
 
@@ -44,43 +66,110 @@ class ProgramCheckpoints:
         return self._manager.latest_step()
 
     def save(self, epoch: int, train: Any, best: Any, members: Mapping[str, Any]) -> None:
-        """Write epoch `epoch` (numbers of completed epochs, from 1); host numpy pytrees."""
+        """Start writing epoch `epoch` (completed epochs, from 1) of placed (or numpy) states.
+
+        Returns after the device-to-host copy; the write finishes in the background.
+        """
+        if layout_of(train) != layout_of(best):
+            raise ValueError("train and best states must have the same layout")
+        table = {**dict(members), LAYOUT_KEY: layout_of(train)}
         self._manager.save(epoch, args=ocp.args.Composite(
             train=ocp.args.StandardSave(train), best=ocp.args.StandardSave(best),
-            members=ocp.args.JsonSave(dict(members))), force=True)
+            members=ocp.args.JsonSave(table)), force=True)
+
+    def wait(self) -> None:
+        """Block until the last save is on disk."""
         self._manager.wait_until_finished()
 
-    def restore(self, epoch: int, train_target: Any, best_target: Any
-                ) -> tuple[Any, Any, dict[str, Any]]:
-        """(train, best, members) of `epoch`, as numpy pytrees shaped like the targets.
+    def restore_members(self, epoch: int) -> dict[str, Any]:
+        """The members item (member table and `state_layout`) of `epoch`."""
+        restored = self._manager.restore(epoch, args=ocp.args.Composite(
+            members=ocp.args.JsonRestore()))
+        return dict(restored["members"])
 
-        The targets are pytrees of arrays or `jax.ShapeDtypeStruct`s (shape and dtype are used).
+    def restore(self, epoch: int, train_target: Any, best_target: Any, runner: Any
+                ) -> tuple[Any, Any, dict[str, Any]]:
+        """(train, best, members) of `epoch`, placed for `runner` (a `packing.Runner`).
+
+        The targets are one member's state as pytrees of arrays or `jax.ShapeDtypeStruct`s.
         """
-        as_np = lambda t: jax.tree.map(  # noqa: E731
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), t)
+        members = self.restore_members(epoch)
+        saved_layout = members.get(LAYOUT_KEY, STACKED)
+        want = PER_MEMBER if runner.strategy == "loop" else STACKED
+        # A stacked state's member axis may be padded (to a multiple of the device count):
+        # read it truncated or zero-padded to the target's length.
+        strict = saved_layout == PER_MEMBER
         try:
-            restored = self._manager.restore(epoch, args=ocp.args.Composite(
-                train=ocp.args.StandardRestore(as_np(train_target)),
-                best=ocp.args.StandardRestore(as_np(best_target)),
-                members=ocp.args.JsonRestore()))
+            if saved_layout == want:
+                targets = [_placed_target(t, runner) for t in (train_target, best_target)]
+                train, best = self._restore_states(epoch, *targets, strict=strict)
+            else:
+                host = [_host_target(t, saved_layout, runner.num_members)
+                        for t in (train_target, best_target)]
+                train, best = self._restore_states(epoch, *host, strict=strict)
+                train, best = (runner.put_members(_stacked_numpy(s, runner.num_members))
+                               for s in (train, best))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{self.directory / str(epoch)}: checkpoint does not match this "
                              f"program's state ({e}); use another workdir or set "
                              "config.overwrite=True") from e
-        to_np = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
-        return to_np(restored["train"]), to_np(restored["best"]), dict(restored["members"])
+        return train, best, members
 
-    def restore_best(self, epoch: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(best-state tree as nested dicts of numpy, members table) without a target."""
+    def _restore_states(self, epoch: int, train: Any, best: Any, *, strict: bool) -> tuple:
+        restored = self._manager.restore(epoch, args=ocp.args.Composite(
+            train=ocp.args.StandardRestore(train, strict=strict),
+            best=ocp.args.StandardRestore(best, strict=strict)))
+        return restored["train"], restored["best"]
+
+    def restore_best(self, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """(best state as numpy, members item); a list of member trees for 'per_member'."""
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError(f"{self.directory}: no checkpoint")
+        meta = self._manager.item_metadata(epoch)["best"]
+        tree = getattr(meta, "tree", meta)
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
+                                                             sharding=_host_sharding()), tree)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            best=ocp.args.StandardRestore(), members=ocp.args.JsonRestore()))
-        return restored["best"], dict(restored["members"])
+            best=ocp.args.StandardRestore(target), members=ocp.args.JsonRestore()))
+        return jax.tree.map(np.asarray, restored["best"]), dict(restored["members"])
 
     def close(self) -> None:
+        """Wait for an unfinished save, then release the manager."""
         self._manager.close()
+
+
+def _host_sharding() -> SingleDeviceSharding:
+    return SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+
+
+def _placed_target(member_target: Any, runner: Any) -> Any:
+    """Abstract arrays of the placed representation of `runner` (see packing.Runner)."""
+    if runner.strategy == "loop":
+        return [jax.tree.map(lambda s: jax.ShapeDtypeStruct(
+            np.shape(s), s.dtype, sharding=SingleDeviceSharding(runner.device_of(m))),
+            member_target) for m in range(runner.num_members)]
+    lead = getattr(runner, "padded_members", runner.num_members)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
+        (lead,) + tuple(np.shape(s)), s.dtype, sharding=runner.member_sharding), member_target)
+
+
+def _host_target(member_target: Any, layout: str, num_members: int) -> Any:
+    """Abstract host (CPU) arrays for reading a checkpoint of another layout."""
+    def one(s, lead=()):
+        return jax.ShapeDtypeStruct(lead + tuple(np.shape(s)), s.dtype, sharding=_host_sharding())
+    if layout == PER_MEMBER:
+        return [jax.tree.map(one, member_target) for _ in range(num_members)]
+    return jax.tree.map(lambda s: one(s, (num_members,)), member_target)
+
+
+def _stacked_numpy(state: Any, num_members: int) -> Any:
+    """Numpy pytree with exactly `num_members` on the leading axis."""
+    if isinstance(state, list):
+        from sourcematters_jax.train.packing import stack_trees
+
+        return stack_trees(state)
+    return jax.tree.map(lambda x: np.asarray(x)[:num_members], state)
 
 
 def _member_position(members: Mapping[str, Any], member: str | int) -> int:
@@ -114,13 +203,18 @@ def load_members(workdir: str | os.PathLike, members: Sequence[str | int]
     out = []
     for member in members:
         pos = _member_position(table, member)
-        pick = lambda t: jax.tree.map(lambda x: np.asarray(x)[pos], t)  # noqa: E731
-        variables = {"params": pick(best["params"]), "batch_stats": pick(best["batch_stats"])}
+        if table.get(LAYOUT_KEY) == PER_MEMBER:
+            state = best[pos]
+            pick = lambda t: t  # noqa: E731
+        else:
+            state = best
+            pick = lambda t, pos=pos: jax.tree.map(lambda x: np.asarray(x)[pos], t)  # noqa: E731
+        variables = {"params": pick(state["params"]), "batch_stats": pick(state["batch_stats"])}
         row = table["members"][pos]
         metadata = {"format": EXPORT_FORMAT, "member": row, "model": table["model"],
                     "image_size": table["image_size"], "preprocessing": row["preprocessing"],
-                    "best_epoch": int(np.asarray(best["epoch"])[pos]),
-                    "best_val_loss": float(np.asarray(best["val_loss"])[pos])}
+                    "best_epoch": int(np.asarray(pick(state["epoch"]))),
+                    "best_val_loss": float(np.asarray(pick(state["val_loss"])))}
         out.append((variables, metadata))
     return out
 

@@ -21,7 +21,7 @@ DTYPES = ("float32", "bfloat16")
 # with other values for these (e.g. a preempted job restarted on another machine type, whose
 # strategy or data location differ).
 RUNTIME_FIELDS = ("overwrite", "progress_every_secs", "keep_checkpoints", "checkpoint_every_epochs",
-                  "execution", "data_dir", "manual_dir")
+                  "checkpoint_every_secs", "execution", "data_dir", "manual_dir")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -75,15 +75,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.zoom = 0.1
 
     c.eval_batch_size = 128
+    # Pad every split to the largest of *all* config.sweep members, not only this program's, so
+    # every program of a sweep has the same shapes and compiles once (persistent cache).
+    c.pad_to_sweep = True
 
     c.execution = ml_collections.ConfigDict()
     c.execution.strategy = "auto"  # 'vmap' | 'lax_map' | 'loop' | 'auto'
     c.execution.num_devices = 0  # 0 = every local device
+    # True: training on CPU is an error (e.g. a CPU-only jaxlib on a GPU machine); else a warning.
+    c.execution.require_accelerator = False
 
-    c.keep_checkpoints = 2
-    # Checkpoints gather every member's state to the host; with many large members, save less
-    # often (the last epoch, and the epoch every member stopped, are always saved).
-    c.checkpoint_every_epochs = 1
+    c.keep_checkpoints = 1
+    # A checkpoint copies every member's state to host memory and writes it in the background.
+    # Saved when checkpoint_every_secs have passed since the last one (0 = never by time), every
+    # checkpoint_every_epochs epochs (0 = never by count), and always after the last epoch.
+    c.checkpoint_every_secs = 600.0
+    c.checkpoint_every_epochs = 0
     c.progress_every_secs = 30.0
     c.overwrite = False  # True: wipe a workdir that holds another config's outputs
     c.lock()
@@ -140,9 +147,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "model.stage_sizes", "needs positive block counts")
     need(config.model.width >= 1, "model.width", "must be positive")
     need(config.model.dtype in DTYPES, "model.dtype", f"expected one of {DTYPES}")
-    for field in ("batch_size", "num_epochs", "eval_batch_size", "patience", "keep_checkpoints",
-                  "checkpoint_every_epochs"):
+    for field in ("batch_size", "num_epochs", "eval_batch_size", "patience", "keep_checkpoints"):
         need(_get(config, field) >= 1, field, "must be at least 1")
+    for field in ("checkpoint_every_epochs", "checkpoint_every_secs"):
+        need(_get(config, field) >= 0, field, "must be >= 0 (0 = off)")
     need(0.0 <= config.dropout_rate < 1.0, "dropout_rate", "must lie in [0, 1)")
     need(config.learning_rate > 0, "learning_rate", "must be positive")
     need(0.0 <= config.adam_b1 < 1.0 and 0.0 <= config.adam_b2 < 1.0, "adam_b1",

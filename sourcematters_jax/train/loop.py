@@ -3,8 +3,9 @@
   1. claim the workdir (config.json; a different config is refused unless config.overwrite)
   2. load the experiment's pool and every member's splits; pack them on a member axis
   3. initialise members (seeded head, backbone from its source) or restore the last checkpoint
-  4. per epoch: the M-member train step `steps_per_epoch` times, then validation loss,
-     best-state keeping and early stopping per member; summaries; checkpoint
+  4. per epoch: the M-member train step `steps_per_epoch` times (train loss summed on device),
+     then validation loss, best-state keeping and early stopping per member; one small
+     device-to-host copy for the summaries; a checkpoint when one is due (asynchronous)
   5. evaluate every member's best state on the i.i.d., o.o.d. and clean tests (and any extra
      o.o.d. tests the data carries, data option extra_ood); write
      results.csv and predictions.csv
@@ -21,18 +22,20 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Sequence
+import time
+import types
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from sourcematters_jax import pretrained as pretrained_lib
-from sourcematters_jax import workdir_lock
-from sourcematters_jax.data.types import SPLITS, ExperimentData, MemberData
-from sourcematters_jax.members import Member, expand_sweep, select_members
-from sourcematters_jax.train import checkpoints, results, summaries
+from sourcematters_jax import host_devices, workdir_lock
+from sourcematters_jax.data.types import ExperimentData
+from sourcematters_jax.members import Member, select_members
+from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, summaries
 from sourcematters_jax.train import config as config_lib
 from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
 from sourcematters_jax.train.augment import AugmentConfig
@@ -85,7 +88,7 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
 
 def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
     """(sweep index, Member) of the members this program trains."""
-    sweep = expand_sweep({k: config.sweep[k] for k in config.sweep.keys()})
+    sweep = inputs_lib.sweep_members(config)
     indices = config_lib.parse_member_indices(config.member_indices, len(sweep))
     indices = list(range(len(sweep))) if indices is None else indices
     chosen = list(zip(indices, select_members(sweep, indices)))
@@ -94,63 +97,6 @@ def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member
         raise ValueError(f"config.sweep.experiment has {wrong}, but a program runs one experiment "
                          f"(config.experiment={config.experiment!r})")
     return chosen
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources and data
-# ---------------------------------------------------------------------------------------------
-
-def resolve_sources(config: ml_collections.ConfigDict, members: Sequence[Member],
-                    model: Any) -> tuple[dict[str, tuple[int, str]], Any]:
-    """({source: (slot, preprocessing mode)}, stacked pretrained backbones or None).
-
-    Random sources get slot -1; each checkpoint source is loaded once, checked against the model
-    architecture and merged strictly into the backbone's variable tree.
-    """
-    info, stacked = {}, []
-    target = state_lib.backbone_shapes(model, config.image_size)
-    for name in sorted({m.source for m in members}):
-        kind, value = config_lib.source_spec(config, name)
-        if kind == "random":
-            info[name] = (-1, value)
-            continue
-        variables, meta = pretrained_lib.load(value)
-        where = f"config.sources.{name}={value}"
-        pretrained_lib.check_architecture(meta, model.backbone, where=where)
-        stacked.append(pretrained_lib.merge_into(target, variables, what=where))
-        info[name] = (len(stacked) - 1, meta["preprocessing"])
-    return info, (packing.stack_trees(stacked) if stacked else None)
-
-
-def load_data(config: ml_collections.ConfigDict) -> ExperimentData:
-    from sourcematters_jax.data import load_experiment
-
-    return load_experiment(config.experiment, dataset=config.dataset,
-                           data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
-                           image_size=config.image_size, **config.data_options.to_dict())
-
-
-def check_data(data: ExperimentData, members: Sequence[Member], members_data: Sequence[MemberData],
-               image_size: int) -> None:
-    """Clear errors for a pool or split the trainer cannot use."""
-    experiment = getattr(data, "experiment", None)
-    if experiment is not None and experiment != members[0].experiment:
-        raise ValueError(f"data is for experiment {experiment!r}, the members for "
-                         f"{members[0].experiment!r}")
-    images = data.pool.images
-    if images.shape[2:] != (image_size, image_size):
-        raise ValueError(f"pool images are {images.shape[2:]}, config.image_size is {image_size}")
-    labels = np.asarray(data.pool.labels)
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("pool labels must be 0 or 1")
-    for member, md in zip(members, members_data):
-        for split in SPLITS:
-            s = getattr(md, split)
-            if len(s.indices) and (s.indices.min() < 0 or s.indices.max() >= len(labels)):
-                raise ValueError(f"{member.member_id}: {split} indexes outside the pool")
-            if images.shape[1] < 2 and s.confounded.any():
-                raise ValueError(f"{member.member_id}: {split} marks confounded images, but the "
-                                 "pool has a single variant")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +117,11 @@ def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
             inputs, None, model=model, tx=tx, image_size=image_size)
     train_step = step_lib.make_member_train_step(model, tx, augment, steps_per_epoch=steps,
                                                  batch_size=batch)
+
+    def train_step_summed(state, summed, data, pool):  # the epoch's loss is summed on device
+        state, metrics = train_step(state, data, pool)
+        return state, jax.tree.map(jnp.add, summed, metrics)
+
     end_epoch = evaluate.make_end_epoch(model, eval_batch_size=eval_batch, patience=patience,
                                         steps_per_epoch=steps)
     predict = evaluate.make_predict_tests(model, eval_batch_size=eval_batch)
@@ -178,7 +129,7 @@ def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
         "init": runner.lift(init, 1),
         "abstract_init": jax.eval_shape(init, *_abstract_init_args(has_pretrained, model,
                                                                    image_size)),
-        "train_step": runner.lift(train_step, 2, donate_argnums=(0,)),
+        "train_step": runner.lift(train_step_summed, 3, donate_argnums=(0, 1)),
         "end_epoch": runner.lift(end_epoch, 3, donate_argnums=(0, 1)),
         "predict": runner.lift(predict, 3),
     }
@@ -233,16 +184,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     # Every input is loaded and checked before the workdir is claimed: a bad source, dataset or
     # split leaves the workdir as it was.
     model = state_lib.build_model(config.model.to_dict(), config.dropout_rate)
-    sources, pretrained = resolve_sources(config, members, model)
-    data = load_data(config) if data is None else data
+    sources, pretrained = inputs_lib.resolve_sources(config, members, model)
+    data = inputs_lib.load_data(config) if data is None else data
     members_data = [data.member_data(m.p_art, m.fold, m.seed) for m in members]
-    check_data(data, members, members_data, config.image_size)
+    inputs_lib.check_data(data, members, members_data, config.image_size)
+    pad_to = inputs_lib.sweep_lengths(config, data) if config.pad_to_sweep else None
+    devices = packing.select_devices(config.execution.num_devices)
+    host_devices.check_platform(devices[0].platform,
+                                require_accelerator=config.execution.require_accelerator)
     claim_workdir(config, workdir)
     arrays = packing.pack_member_arrays(members_data, batch_size=config.batch_size,
-                                        eval_batch_size=config.eval_batch_size)
-    batch, steps = packing.train_layout(members_data, config.batch_size)
+                                        eval_batch_size=config.eval_batch_size, pad_to=pad_to)
+    batch, steps = packing.train_layout(members_data, config.batch_size, pad_to)
 
-    devices = packing.select_devices(config.execution.num_devices)
     strategy = packing.resolve_strategy(config.execution.strategy, devices[0].platform,
                                         model_width=config.model.width,
                                         num_members=len(members), num_devices=len(devices))
@@ -281,8 +235,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
         train, best, epoch = _run_epochs(config, runner, programs, ckpt, writer, table, train,
                                          best, start, steps, device_data, pool)
         probs = runner.to_host(programs["predict"](train, best, device_data, pool))
-        _write_results(config, workdir, rows, data, arrays, probs, runner.to_host(train),
-                       runner.to_host(best), writer, epoch)
+        # Only the fields the results need cross to the host, never the whole state.
+        final = types.SimpleNamespace(**runner.to_host(_bundle(
+            epoch=_field(best, "epoch"), val_loss=_field(best, "val_loss"),
+            epochs_trained=_field(train, "epochs_trained"), nonfinite=_field(train, "nonfinite"))))
+        _write_results(config, workdir, rows, data, arrays, probs, final, final, writer, epoch)
     finally:
         ckpt.close()
         if writer is not None:
@@ -296,34 +253,47 @@ def _restore_or_init(config, members, sources, pretrained, runner, programs, ckp
     if not start:
         train, best = _init_members(config, members, sources, pretrained, runner, programs)
         return train, best, 0
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct((len(members),) + s.shape, s.dtype),
-                            programs["abstract_init"])
-    train_np, best_np, saved = ckpt.restore(start, *abstract)
-    if saved["members"] != table["members"]:
+    if ckpt.restore_members(start)["members"] != table["members"]:
         raise ValueError(f"{ckpt.directory}: checkpoint members differ from this config's")
+    train, best, _ = ckpt.restore(start, *programs["abstract_init"], runner)
     logging.info("resumed from epoch %d of %s", start, ckpt.directory)
-    return runner.put_members(train_np), runner.put_members(best_np), start
+    return train, best, start
 
 
 def _run_epochs(config, runner, programs, ckpt, writer, table, train, best, start, steps,
                 device_data, pool):
     """Epochs `start`..num_epochs (or until every member stopped); checkpoints as configured."""
-    epoch = start
+    epoch, last_save = start, time.monotonic()
     stopped = np.asarray(runner.to_host(_field(train, "stopped")), bool)
     while epoch < config.num_epochs and not stopped.all():
-        step_metrics = []
-        for s in range(steps):
-            train, metrics = programs["train_step"](train, device_data, pool)
-            step_metrics.append(metrics)
-            writer.step(epoch * steps + s + 1)
+        summed = runner.put_members({"loss_sum": np.zeros(len(stopped), np.float32),
+                                     "count": np.zeros(len(stopped), np.int32)})
+        train, summed = train_epoch(programs["train_step"], runner, train, summed, device_data,
+                                    pool, steps, stopped, lambda s: writer.step(epoch * steps + s))
         train, best, info = programs["end_epoch"](train, best, device_data, pool)
         epoch += 1
-        stopped = _log_epoch(runner, writer, epoch, config.num_epochs, step_metrics, info, best,
-                             train)
-        last = epoch == config.num_epochs or stopped.all()
-        if last or epoch % config.checkpoint_every_epochs == 0:
-            ckpt.save(epoch, runner.to_host(train), runner.to_host(best), table)
+        stopped = _log_epoch(runner, writer, epoch, config.num_epochs, summed, info, best, train)
+        every, secs = config.checkpoint_every_epochs, config.checkpoint_every_secs
+        if (epoch == config.num_epochs or stopped.all() or (every and epoch % every == 0)
+                or (secs and time.monotonic() - last_save >= secs)):
+            ckpt.save(epoch, train, best, table)
+            last_save = time.monotonic()
     return train, best, epoch
+
+
+def train_epoch(train_step, runner, train, summed, device_data, pool, steps: int,
+                stopped: np.ndarray, after_step) -> tuple[Any, Any]:
+    """The epoch's `steps` program steps; nothing crosses to the host (no sync per step).
+
+    With the 'loop' strategy, members stopped at the last epoch end are not computed at all
+    (vmap/lax_map cannot skip a member inside the batched program: it runs masked no-op steps).
+    `after_step(s)` is called after dispatching step s (1-based), e.g. the progress reporter.
+    """
+    skip = {"skip": stopped, "passthrough": 2} if runner.strategy == "loop" else {}
+    for s in range(1, steps + 1):
+        train, summed = train_step(train, summed, device_data, pool, **skip)
+        after_step(s)
+    return train, summed
 
 
 def _write_results(config, workdir, rows, data, arrays, probs, train_np, best_np, writer, epoch):
@@ -364,20 +334,29 @@ def _init_members(config, members, sources, pretrained, runner, programs):
     return programs["init"](inputs, runner.put_shared(pretrained))
 
 
-def _log_epoch(runner, writer, epoch, num_epochs, step_metrics, info, best, train) -> np.ndarray:
-    """Summaries and the console line after an epoch; returns the members' stopped flags."""
-    metrics = [runner.to_host(m) for m in step_metrics]
-    loss_sum = np.sum([m["loss_sum"] for m in metrics], axis=0)
-    count = np.sum([m["count"] for m in metrics], axis=0)
+def _log_epoch(runner, writer, epoch, num_epochs, summed, info, best, train) -> np.ndarray:
+    """Summaries and the console line after an epoch; returns the members' stopped flags.
+
+    The epoch's only device-to-host copy: [M] scalars per member (train loss sum and count,
+    EpochEnd, best val loss, stopped), in one transfer.
+    """
+    host = runner.to_host(_bundle(summed=summed, info=info, best_val=_field(best, "val_loss"),
+                                  stopped=_field(train, "stopped")))
+    loss_sum, count = host["summed"]["loss_sum"], host["summed"]["count"]
     train_loss = np.where(count > 0, loss_sum / np.maximum(count, 1), np.nan)
-    info = runner.to_host(info)
-    best_val = runner.to_host(_field(best, "val_loss"))
-    stopped = runner.to_host(_field(train, "stopped"))
+    info, stopped = host["info"], host["stopped"]
     writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
-                         "best_val_loss": best_val, "val_auc": info.val_auc,
+                         "best_val_loss": host["best_val"], "val_auc": info.val_auc,
                          "val_auc_keras": info.val_auc_keras}, info.active)
     summaries.log_epoch(epoch, num_epochs, train_loss, info.val_loss, info.active, stopped)
     return np.asarray(stopped, bool)
+
+
+def _bundle(**fields: Any) -> Any:
+    """{name: placed member tree} -> one placed tree for a single `runner.to_host`."""
+    if any(isinstance(v, list) for v in fields.values()):  # loop: a tree per member
+        return [dict(zip(fields, per_member)) for per_member in zip(*fields.values())]
+    return fields
 
 
 def _field(placed: Any, name: str) -> Any:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -59,13 +59,30 @@ def _pad_split(split: SplitIndex, length: int) -> Examples:
     return Examples(indices=indices, confounded=confounded, mask=mask)
 
 
-def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[int, int]:
+def _split_of(md: MemberData, split: str) -> SplitIndex:
+    """A member's split by name: one of SPLITS or an extra test (MemberData.extra_tests)."""
+    return md.extra_tests[split] if split in md.extra_tests else getattr(md, split)
+
+
+def longest_splits(members_data: Sequence[MemberData]) -> dict[str, int]:
+    """{split: the longest member's length} over SPLITS and the extra tests; pass a sweep's to
+    pad its programs alike."""
+    names = [*SPLITS, *dict.fromkeys(n for md in members_data for n in md.extra_tests)]
+    return {split: max(len(_split_of(md, split).indices) for md in members_data
+                       if split in SPLITS or split in md.extra_tests)
+            for split in names}
+
+
+def train_layout(members_data: Sequence[MemberData], batch_size: int,
+                 pad_to: Mapping[str, int] | None = None) -> tuple[int, int]:
     """(effective batch, steps per epoch): one pass over the largest member's training set.
 
     The batch is min(batch_size, largest training set), so a study batch of 256 on ~220
     images is one full-set step per epoch (as in Keras) without computing padded rows.
+    `pad_to` ({split: length}, e.g. `longest_splits` of the whole sweep) raises the lengths
+    the layout is computed for, so every program of a sweep gets the same shapes.
     """
-    largest = max(len(md.train.indices) for md in members_data)
+    largest = max(longest_splits(members_data)["train"], (pad_to or {}).get("train", 0))
     if largest == 0:
         raise ValueError("every member has an empty training set")
     batch = min(batch_size, largest)
@@ -73,31 +90,31 @@ def train_layout(members_data: Sequence[MemberData], batch_size: int) -> tuple[i
 
 
 def pack_member_arrays(members_data: Sequence[MemberData], *, batch_size: int,
-                       eval_batch_size: int) -> MemberArrays:
+                       eval_batch_size: int, pad_to: Mapping[str, int] | None = None
+                       ) -> MemberArrays:
     """Stack members' splits as numpy [M, n_pad] arrays (train padded to steps * batch).
 
     Extra test splits (MemberData.extra_tests) must be the same names for every member.
     """
-    batch, steps = train_layout(members_data, batch_size)
+    batch, steps = train_layout(members_data, batch_size, pad_to)
     extra_names = list(members_data[0].extra_tests)
     for i, md in enumerate(members_data):
         if list(md.extra_tests) != extra_names:
             raise ValueError(f"member {i} has extra test splits {list(md.extra_tests)}, member 0 "
                              f"{extra_names}: every member of a program needs the same ones")
-    split_of = lambda md, split: (md.extra_tests[split] if split in md.extra_tests  # noqa: E731
-                                  else getattr(md, split))
     names = [*SPLITS, *extra_names]
     lengths = {"train": batch * steps}
+    longest = longest_splits(members_data)
     for split in names[1:]:
-        longest = max(len(split_of(md, split).indices) for md in members_data)
-        lengths[split] = padded_length(longest, eval_batch_size)
+        lengths[split] = padded_length(max(longest[split], (pad_to or {}).get(split, 0)),
+                                       eval_batch_size)
     for i, md in enumerate(members_data):
         for split in names:
-            if len(split_of(md, split).indices) == 0:
+            if len(_split_of(md, split).indices) == 0:
                 raise ValueError(f"member {i}: split {split!r} is empty")
     stacked = {}
     for split in names:
-        per_member = [_pad_split(split_of(md, split), lengths[split]) for md in members_data]
+        per_member = [_pad_split(_split_of(md, split), lengths[split]) for md in members_data]
         stacked[split] = jax.tree.map(lambda *xs: np.stack(xs), *per_member)
     return MemberArrays(**{s: stacked[s] for s in SPLITS},
                         extra_tests={s: stacked[s] for s in extra_names})
@@ -268,10 +285,17 @@ class LoopRunner(Runner):
         k = num_member_args
         jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums))
 
-        def run(*args):
+        def run(*args, skip: Sequence[bool] | None = None, passthrough: int = 1):
+            """`skip[m]` True: member m is not computed (e.g. early-stopped); its outputs are
+            its first `passthrough` member args as passed (for a fn whose outputs mirror them,
+            such as a train step (state, accumulator, data) -> (state, accumulator))."""
             member_args, shared = args[:k], args[k:]
             outs = []
             for m in range(self.num_members):
+                if skip is not None and skip[m]:
+                    kept = tuple(a[m] for a in member_args[:passthrough])
+                    outs.append(kept if passthrough > 1 else kept[0])
+                    continue
                 d = self._device_index[m]
                 outs.append(jitted(*(a[m] for a in member_args), *(s[d] for s in shared)))
             if isinstance(outs[0], tuple):
