@@ -63,16 +63,27 @@ def _parse(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     return config
 
 
+def check_schema(config: ml_collections.ConfigDict) -> None:
+    """The value check of the config's own schema: the trainer's (`train.config.validate`) for
+    experiment configs, the pretraining one (`pretrain.config.validate`) for configs without an
+    `experiment` field (configs/pretrain.py)."""
+    if "experiment" in config:
+        validate(config)
+        return
+    from sourcematters_jax.pretrain import config as pretrain_config  # imports this module
+
+    pretrain_config.validate(config)
+
+
 def load_config(spec: str, overrides: Sequence[str] = (),
-                check: Callable[[ml_collections.ConfigDict], None] = validate
+                check: Callable[[ml_collections.ConfigDict], None] = check_schema
                 ) -> ml_collections.ConfigDict:
     """The locked config of `spec` ('configs/tag.py' or 'configs/tag.py:p_art=0.5') with overrides.
 
     Args:
       spec: a config file path, optionally followed by ':' and the argument of its get_config.
       overrides: 'key=value' or '--config.key=value' strings, applied in order.
-      check: the schema's value check, run on the result (default: the trainer's
-        `train.config.validate`; configs of another schema, e.g. pretraining, pass theirs).
+      check: the value check run on the result (default: `check_schema`).
     Raises:
       FileNotFoundError: the config file does not exist.
       KeyError: an override names a key the config does not have (the message names it).

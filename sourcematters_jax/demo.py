@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides += demo_sources.ensure_sources(config, root, config.data_dir,
                                                  [config_io.normalize_override(o)
-                                                  for o in args.pretrain_override])
+                                                  for o in args.pretrain_override],
+                                                 quiet=args.quiet)
         config = config_io.load_config(spec, overrides)
     except (*config_io.LOAD_ERRORS, FileExistsError) as e:
         print(f"sourcematters demo: error: {config_io.error_message(e)}", file=sys.stderr)

@@ -10,6 +10,8 @@ model's architecture and image size; a finished one is found there and reused. S
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pathlib
 import time
 from typing import Sequence
@@ -37,23 +39,26 @@ def pretrain_config(name: str, config: ml_collections.ConfigDict, data_dir: str 
                     extra: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """configs/pretrain.py's tiny recipe on the source's dataset, with the demo model's shape."""
     from launch import config_io
-    from sourcematters_jax.pretrain import config as pretrain_config_lib
 
     stages = ", ".join(str(int(s)) for s in config.model.stage_sizes)
     overrides = [f"--config.data_dir={data_dir}", f"--config.image_size={config.image_size}",
                  f"--config.model.stage_sizes=({stages},)", f"--config.model.width={config.model.width}",
                  f"--config.model.dtype={config.model.dtype}", *extra]
     spec = f"{pretrain_config_path()}:dataset={DEMO_SOURCES[name]},source={name},tiny"
-    return config_io.load_config(spec, overrides, check=pretrain_config_lib.validate)
+    return config_io.load_config(spec, overrides)
 
 
 def ensure_sources(config: ml_collections.ConfigDict, root: pathlib.Path, data_dir: str | pathlib.Path,
-                   extra: Sequence[str] = ()) -> list[str]:
+                   extra: Sequence[str] = (), quiet: bool = False) -> list[str]:
     """Pretrain (or find) every demo source the sweep needs; returns the config overrides
-    `--config.sources.NAME=ROOT/sources/NAME/backbone` that point the demo at them."""
+    `--config.sources.NAME=ROOT/sources/NAME/backbone` that point the demo at them.
+
+    Prints one line per source step; `quiet` swallows what pretraining itself prints to stdout
+    (TFDS's dataset-build notes, progress), as the demo's --quiet does for the sweep."""
     from sourcematters_jax import pretrained
     from sourcematters_jax.pretrain.train import is_finished, pretrain
 
+    hush = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     overrides = []
     for name in to_pretrain(config):
         workdir = root / SOURCES_DIR / name
@@ -64,7 +69,8 @@ def ensure_sources(config: ml_collections.ConfigDict, root: pathlib.Path, data_d
         else:
             print(f"  source {name}: pretraining on {pconfig.dataset} into {workdir} ...", flush=True)
             start = time.time()
-            backbone = pretrain(pconfig, workdir)
+            with hush:
+                backbone = pretrain(pconfig, workdir)
             print(f"  source {name}: pretrained in {time.time() - start:.0f} s", flush=True)
         meta = pretrained.read_metadata(backbone)
         accuracy = meta.get("pretraining", {}).get("eval_accuracy")

@@ -47,7 +47,8 @@ def setup(tmp_path_factory):
 
 def command(base, root, *extra, epochs=1):
     return [sys.executable, "-m", "launch", f"--config={base / 'tiny_smoke.py'}:epochs={epochs}",
-            f"--root={root}", "--members_per_program=1", f"--config.data_dir={base / 'tfds'}", *extra]
+            f"--root={root}", "--members_per_program=1", f"--config.data_dir={base / 'tfds'}",
+            "--config.checkpoint_every_epochs=1", *extra]
 
 
 def holder_pid(directory: pathlib.Path) -> int | None:

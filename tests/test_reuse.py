@@ -44,7 +44,7 @@ def sweep(tmp_path_factory):
     config = tmp / "tiny.py"
     config.write_text(TINY)
     root, tfds = tmp / "sweep", tmp / "tfds"
-    spec, overrides = f"{config}:p_art=0+1,seed=1", [f"--config.data_dir={tfds}"]
+    spec, overrides = f"{config}:p_art=0+1,seed=1,source=random", [f"--config.data_dir={tfds}"]
     # What `sourcematters sweep` / the demo do, without their report: plan, manifest, train.
     plan = plan_lib.make_plan(root, config_io.load_config(spec, overrides), 2, config_spec=spec,
                               overrides=overrides)

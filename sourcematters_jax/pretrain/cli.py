@@ -38,11 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = [a for a in argv if a.startswith("--config.")]
     args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
     from launch import config_io, program
-    from sourcematters_jax.pretrain import config as pretrain_config_lib
 
     program.setup_job()  # one XLA host device per core on CPU, before JAX starts
     try:
-        config = config_io.load_config(args.config, overrides, check=pretrain_config_lib.validate)
+        config = config_io.load_config(args.config, overrides)
     except config_io.LOAD_ERRORS as e:
         print(f"sourcematters pretrain: error: {config_io.error_message(e)}", file=sys.stderr)
         return 2
