@@ -255,10 +255,12 @@ def run_groups(fn: Callable, member_args: Sequence[Any], shared: Sequence[Any], 
     The groups run one after another in a `fori_loop`. An output at position j in `in_place`
     (a donated argument whose structure the function returns, e.g. the train state) is written
     back into that argument's buffer group by group (dynamic_update_slice on the loop carry), so
-    XLA keeps one copy of every member's state; other outputs fill fresh buffers. One group
-    (size = all members) is plain vmap. Chosen over `jax.lax.map(..., batch_size=G)`, which stacks
-    its outputs into new buffers: XLA's memory analysis on CPU showed the state held twice
-    (docs/performance.md, "groups"). Inside `shard_map` pass its `axis_name`: the fresh output
+    XLA can keep one copy of every member's state; other outputs fill fresh buffers. One group
+    (size = all members) is plain vmap. Chosen over `jax.lax.map(..., batch_size=G)` (a scan
+    whose stacked outputs are new buffers) by XLA's memory analysis on CPU: for a step whose
+    outputs read no float state the fori_loop is in place (240 bytes of temporaries) where
+    lax.map holds the state twice (tests/test_train_strategy.py); with a float reduction over
+    the state, as in the real step, XLA:CPU copies the state once either way (docs/performance.md). Inside `shard_map` pass its `axis_name`: the fresh output
     buffers are then marked as varying over it, like the member arguments.
     """
     member_args = tuple(member_args)
