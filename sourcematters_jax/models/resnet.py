@@ -19,9 +19,9 @@ models through the very same code.
 Memory levers (`docs/training.md`): `dtype=bfloat16` is mixed precision: parameters (and so
 gradients and Adam state) stay float32, convolutions and matmuls compute in bfloat16, BatchNorm
 statistics are computed in float32, and the stem convolution (`conv1_conv`) stays float32 so the
-preprocessed input (grey levels minus the BGR mean, about +-150) is not rounded to bfloat16's 8-bit
-mantissa (0.5-1 grey level at that range, the size of the X-ray noise confounder's 1.83 vs 2.10
-grey-level noise). `remat=True` rematerialises every residual block in the backward pass
+preprocessed input (grey levels minus the BGR mean, about +-150) is not rounded to bfloat16 (steps
+of 0.5-1 grey level at that range, a rounding error as large as the X-ray noise confounder's
+1.83 vs 2.10 grey-level noise difference). `remat=True` rematerialises every residual block in the backward pass
 (`nn.remat` of a function of the module, so parameter names stay flat and unchanged): only block
 inputs are kept between the forward and the backward pass.
 """
