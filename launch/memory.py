@@ -10,7 +10,7 @@
    flag x fraction, and on the target device itself min(flag, the allocator's `bytes_limit`);
    `reserve_fraction` of it is kept for the image pool and the runtime;
 3. **the memory of what will run**: `sourcematters_jax.train.memory.measure_member_step` compiles
-   the product's real single-member training step (model, Adam, masked BatchNorm, non-finite
+   (once: the result is cached on disk) the product's real single-member training step (model, Adam, masked BatchNorm, non-finite
    guard) at that batch; the strategy is the one `packing.resolve_strategy` picks for the target
    platform ('groups' on accelerators: every member's state plus one group's step);
 4. **remat** 'auto': on only when it lets the sweep run in fewer programs; **G** of 'groups':
@@ -140,8 +140,7 @@ def plan_capacity(config: ml_collections.ConfigDict, *, platform: str, devices: 
                                         model_width=int(config.model.width),
                                         num_members=num_members, num_devices=devices)
     remat_mode = config.execution.remat
-    options = {"on": [True], "off": [False]}.get(remat_mode, [False] if platform == "cpu"
-                                                 else [False, True])
+    options = {"on": [True], "off": [False]}.get(remat_mode, [False, True])
     choice, measured = None, []
     for remat in options:
         memory = step_memory.measure_member_step(config, batch_size=batch, remat=remat)

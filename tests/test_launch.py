@@ -40,7 +40,8 @@ def test_pack_never_mixes_experiments():
         plan.pack(ms, 0)
 
 
-def test_memory_estimate_lowers_the_real_member_step():
+def test_memory_estimate_lowers_the_real_member_step(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOURCEMATTERS_CACHE_DIR", str(tmp_path))
     config = config_io.load_config(TAG, ["model.stage_sizes=(1,)", "model.width=4", "image_size=16",
                                          "batch_size=16"])
     est = step_memory.measure_member_step(config, batch_size=16, remat=False)
@@ -52,6 +53,9 @@ def test_memory_estimate_lowers_the_real_member_step():
     tensors = 4 * (4 * est.num_params + 2 * est.num_stats)
     assert tensors <= est.state_bytes < tensors + 1024
     assert est.step_bytes > 0 and est.measured_on == "cpu"
+    # Kept on disk: the planner does not compile the same step twice.
+    assert (tmp_path / "step_memory.json").is_file()
+    assert step_memory.measure_member_step(config, batch_size=16, remat=False) == est
 
 
 def fake_step(state_mib, step_gib_by_remat):
@@ -111,9 +115,13 @@ def test_cpu_plan_counts_one_member_step_for_loop(monkeypatch):
                                num_members=90, device_memory_gib=64)
     assert est.strategy == "loop" and not est.remat and est.execution() == {}
     assert est.capacity == 2 * int((64 * 0.9 - 26) * 1024 // 359)
+    # 18 GiB usable: without remat not one member fits; remat 'auto' turns it on.
+    small = memory.plan_capacity(config_io.load_config(TAG), platform="cpu", devices=1,
+                                 num_members=90, device_memory_gib=20)
+    assert small.remat and small.capacity == int((20 * 0.9 - 8) * 1024 // 359)
     with pytest.raises(ValueError, match="lower batch_size"):
         memory.plan_capacity(config_io.load_config(TAG), platform="cpu", devices=1,
-                             num_members=90, device_memory_gib=20)
+                             num_members=90, device_memory_gib=5)
 
 
 def test_manifest_reused_and_a_different_sweep_is_refused(tmp_path):

@@ -52,7 +52,8 @@ def test_remat_keeps_parameter_names_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_remat_shrinks_the_resnet50_step_working_memory():
+def test_remat_shrinks_the_resnet50_step_working_memory(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOURCEMATTERS_CACHE_DIR", str(tmp_path))  # measure, never reuse
     config = config_lib.base_config()
     config.image_size = 32
     without = memory.measure_member_step(config, batch_size=8, remat=False)

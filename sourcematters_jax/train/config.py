@@ -86,8 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
     # 'groups': members vectorised G at a time, groups one after another in one program;
     # 0 = the largest G whose activations fit the device (train.memory; set by the launcher).
     c.execution.group_size = 0
-    # Rematerialise every residual block in the backward pass: 'on', 'off', or 'auto' (on only
-    # where the members would not fit the device otherwise; always off on CPU).
+    # Rematerialise every residual block in the backward pass: 'on', 'off', or 'auto' (the
+    # launcher: on where it gives fewer programs; a program started directly: on only where an
+    # accelerator's members would not fit otherwise).
     c.execution.remat = "auto"
     # jax.default_matmul_precision of every step: 'default' (on recent NVIDIA GPUs float32
     # matmuls and convolutions then run as TF32; bfloat16 passes on TPU), 'high' or 'highest'

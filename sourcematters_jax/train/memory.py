@@ -25,7 +25,11 @@ buffers.) `choose_group_size` picks the largest G that fits.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import pathlib
 from typing import Any
 
 import jax
@@ -76,13 +80,60 @@ def _count(tree: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
+def _cache_key(config: ml_collections.ConfigDict, batch_size: int, remat: bool) -> str:
+    """What the measurement depends on: the step's inputs, the code that builds it, the XLA."""
+    import jaxlib
+
+    code = hashlib.sha256()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in sorted([*root.glob("models/*.py"), *(root / "train" / f for f in (
+            "step.py", "state.py", "augment.py", "memory.py"))]):
+        code.update(path.read_bytes())
+    fields = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+              for k in ("model", "image_size", "dropout_rate", "augment")}
+    return json.dumps([fields, batch_size, remat, jax.default_backend(), jax.__version__,
+                       jaxlib.__version__, code.hexdigest()], sort_keys=True, default=str)
+
+
 def measure_member_step(config: ml_collections.ConfigDict, *, batch_size: int, remat: bool
                         ) -> StepMemory:
-    """Compile one member's real training step of `config` at `batch_size` and measure it.
+    """One member's real training step of `config` at `batch_size`, compiled and measured.
+
+    A compile of the ResNet50 step takes a minute or more on CPU, so results are kept in
+    $SOURCEMATTERS_CACHE_DIR (default ~/.cache/sourcematters_jax)/step_memory.json, keyed by the
+    config fields the step depends on, the batch, remat, the XLA backend, the JAX versions and
+    a hash of the model and step source files (a change to any of them measures again).
 
     Raises:
       RuntimeError: the backend reports no memory analysis.
     """
+    cache = pathlib.Path(os.environ.get("SOURCEMATTERS_CACHE_DIR", "~/.cache/sourcematters_jax")
+                         ).expanduser() / "step_memory.json"
+    key = _cache_key(config, batch_size, remat)
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    if key in entries:
+        return StepMemory(**entries[key])
+    memory = _measure(config, batch_size=batch_size, remat=remat)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:  # re-read: another planner may have added entries meanwhile
+            entries = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        entries[key] = dataclasses.asdict(memory)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(entries))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return memory
+
+
+def _measure(config: ml_collections.ConfigDict, *, batch_size: int, remat: bool) -> StepMemory:
+    """Compile and measure (no cache); see `measure_member_step`."""
     from sourcematters_jax.train import state as state_lib, step as step_lib
     from sourcematters_jax.train.augment import AugmentConfig
 
