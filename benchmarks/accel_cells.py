@@ -87,7 +87,7 @@ class SyntheticExperiment:
         n = len(self.pool.labels)
 
         def split(k: int) -> SplitIndex:
-            return SplitIndex(indices=rng.choice(n, k, replace=False).astype(np.int32),
+            return SplitIndex(indices=rng.choice(n, k, replace=k > n).astype(np.int32),
                               confounded=rng.random(k) < p_art)
 
         return MemberData(train=split(self.TRAIN[int(fold)]), val=split(self.VAL),

@@ -139,9 +139,13 @@ def test_accelerator_check_table_and_mfu_from_fake_cells(tmp_path, capsys):
 
 def test_accelerator_check_tiny_runs_on_cpu(tmp_path, capsys):
     """Real children on CPU at the tiny size: matmul peaks, one member's step, the groups cell."""
+    from benchmarks.accelerator_check import plan_cells
+
+    names = [c["name"] for c in plan_cells(tiny=True)]
+    assert names[4] == "1 member, batch 8, float32" and names[6].startswith("groups")
     from benchmarks import accelerator_check as ac
 
-    report = ac.main(["--tiny", "--platform", "cpu", "--cells", "0,1,6",
+    report = ac.main(["--tiny", "--platform", "cpu", "--cells", "0,4,6",
                       "--table", str(tmp_path / "t.md")])
     out = capsys.readouterr().out
     assert "ran on platform: cpu" in out and "| 1 member, batch 8, float32 |" in out
