@@ -14,7 +14,10 @@
    guard) at that batch; the strategy is the one `packing.resolve_strategy` picks for the target
    platform ('groups' on accelerators: every member's state plus one group's step);
 4. **remat** 'auto': on only when it lets the sweep run in fewer programs; **G** of 'groups':
-   the largest (<= 8) whose program fits.
+   the largest (<= 8) whose program fits. Planning for another platform than this machine's, the
+   remat step is not compiled but estimated (`train.memory.estimate_remat`: the step without
+   remat scaled by the ratio of the saved residuals), because XLA:CPU's schedule does not
+   realise remat's saving that GPU/TPU schedulers do.
 
 The chosen group size and remat are pinned in each program's config (`Plan.execution`), so a
 launched program does not measure again. The compile is for the local backend (XLA:CPU when
@@ -129,6 +132,8 @@ def plan_capacity(config: ml_collections.ConfigDict, *, platform: str, devices: 
     Raises:
       ValueError: not even one member fits a device; the message gives the numbers.
     """
+    import jax
+
     from sourcematters_jax.train import packing
 
     if platform not in PLATFORMS:
@@ -141,9 +146,15 @@ def plan_capacity(config: ml_collections.ConfigDict, *, platform: str, devices: 
                                         num_members=num_members, num_devices=devices)
     remat_mode = config.execution.remat
     options = {"on": [True], "off": [False]}.get(remat_mode, [False, True])
+    local = jax.default_backend()
     choice, measured = None, []
     for remat in options:
-        memory = step_memory.measure_member_step(config, batch_size=batch, remat=remat)
+        if remat and platform != local:  # estimated from the step without remat
+            base = next((m for m in measured if not m.remat), None) or \
+                step_memory.measure_member_step(config, batch_size=batch, remat=False)
+            memory = step_memory.estimate_remat(config, base)
+        else:
+            memory = step_memory.measure_member_step(config, batch_size=batch, remat=remat)
         measured.append(memory)
         per_device = step_memory.members_per_device(memory, usable, strategy)
         if per_device < 1:
