@@ -141,12 +141,28 @@ def run_child(module: str, spec: Mapping[str, Any], env: Mapping[str, str], time
     return result
 
 
-def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
-    """The parent's environment with XLA_FLAGS replaced and quiet, CPU-only TensorFlow/JAX."""
+# --platform -> JAX_PLATFORMS of a child ('auto': unset, JAX picks its best backend).
+JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu", "auto": None}
+
+
+def child_env(xla_flags: str = "", platform: str = "cpu", **extra: str) -> dict[str, str]:
+    """The parent's environment with XLA_FLAGS replaced, quiet TensorFlow, JAX on `platform`.
+
+    platform: 'cpu' (the default, as the CPU benchmarks want; BENCHMARK_JAX_PLATFORMS
+    overrides it), 'gpu', 'tpu', or 'auto' (JAX_PLATFORMS unset). TensorFlow (the Keras peer)
+    never sees an accelerator: CUDA_VISIBLE_DEVICES is for the caller to set.
+    """
+    if platform not in JAX_PLATFORMS:
+        raise ValueError(f"unknown platform {platform!r}; expected one of {sorted(JAX_PLATFORMS)}")
     env = dict(os.environ)
     env["XLA_FLAGS"] = xla_flags
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["JAX_PLATFORMS"] = env.get("BENCHMARK_JAX_PLATFORMS", "cpu")
+    if platform == "cpu":
+        env["JAX_PLATFORMS"] = env.get("BENCHMARK_JAX_PLATFORMS", "cpu")
+    elif JAX_PLATFORMS[platform] is None:
+        env.pop("JAX_PLATFORMS", None)
+    else:
+        env["JAX_PLATFORMS"] = JAX_PLATFORMS[platform]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env

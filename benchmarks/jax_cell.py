@@ -1,8 +1,10 @@
 """Child process: time the project's M-member training step for one strategy and device layout.
 
 Spec (JSON): model ('resnet50' | 'tiny'), image_size, batch_size, members, strategy ('vmap' |
-'lax_map' | 'loop'), devices (how many of this process's host devices the runner uses), warmup,
-steps. The parent sets XLA_FLAGS (host device count) before this process imports JAX.
+'groups' | 'lax_map' | 'loop'), devices (how many of this process's devices the runner uses),
+warmup, steps; optional group_size (G of 'groups'), dtype ('float32' | 'bfloat16'), remat (bool),
+matmul_precision ('default' | 'high' | 'highest'). The parent sets XLA_FLAGS (host device count)
+and JAX_PLATFORMS before this process imports JAX.
 
 What runs is the product's code: `state.init_member` and `step.make_member_train_step` lifted to
 M members by `packing.make_runner(strategy, M, devices).lift`, on synthetic uint8 images in a
@@ -92,19 +94,21 @@ def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
     from sourcematters_jax.train.packing import make_runner, pack_member_arrays, select_devices
     from sourcematters_jax.train.state import (MemberInit, build_model, init_member,
                                                make_optimizer, preprocessing_constants)
-    from sourcematters_jax.train.step import DevicePool, make_member_train_step
+    from sourcematters_jax.train.step import (DevicePool, make_member_train_step,
+                                              with_matmul_precision)
 
     m, size, batch = int(spec["members"]), int(spec["image_size"]), int(spec["batch_size"])
     cfg = base_config()
     cfg.model.stage_sizes = MODELS[spec["model"]]["stage_sizes"]
     cfg.model.width = MODELS[spec["model"]]["width"]
+    cfg.model.dtype = spec.get("dtype", "float32")
     cfg.image_size = size
-    model = build_model(cfg.model, cfg.dropout_rate)
+    model = build_model(cfg.model, cfg.dropout_rate, remat=bool(spec.get("remat", False)))
     tx = make_optimizer(cfg.learning_rate, cfg.adam_b1, cfg.adam_b2, cfg.adam_eps)
     augment = AugmentConfig.from_config(cfg.augment)
 
     devices = select_devices(int(spec["devices"]))
-    runner = make_runner(spec["strategy"], m, devices)
+    runner = make_runner(spec["strategy"], m, devices, int(spec.get("group_size", 0)))
 
     rng = np.random.default_rng(SEED)
     pool_size = max(4 * batch, 64)
@@ -123,8 +127,9 @@ def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
     init = runner.lift(lambda i: init_fn(i, None), 1)
     placed_inits = runner.put_members(inits)
     state, _ = jax.eval_shape(init, placed_inits) if abstract else init(placed_inits)
-    member_step = make_member_train_step(model, tx, augment, steps_per_epoch=steps_per_epoch,
-                                         batch_size=batch)
+    member_step = with_matmul_precision(
+        make_member_train_step(model, tx, augment, steps_per_epoch=steps_per_epoch,
+                               batch_size=batch), spec.get("matmul_precision", "default"))
     one = lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype)  # noqa: E731
     abstract_state = jax.eval_shape(lambda i: init_fn(i, None)[0], jax.tree.map(one, inits))
     return Cell(runner=runner, state=state, data=runner.put_members(data_np),

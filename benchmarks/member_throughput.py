@@ -47,11 +47,16 @@ def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _device_layouts(text: str) -> list[int]:
-    cores = available_cores()
+def _device_layouts(text: str, platform: str = "cpu") -> list[int]:
+    """'1,all' -> device counts; 'all' is every core on CPU (host devices), and 0 (= every
+    device the child sees) on an accelerator."""
+    cores = available_cores() if platform == "cpu" else 0
     out = []
     for item in text.split(","):
         n = cores if item.strip() == "all" else int(item)
+        if n == 0 and item.strip() == "all":
+            out.append(n)
+            continue
         if n < 1:
             raise argparse.ArgumentTypeError(f"device count must be >= 1, got {item!r}")
         if n not in out:
@@ -68,8 +73,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=_int_list, default=[1, 2, 4], help="e.g. 1,2,4")
     p.add_argument("--strategies", default=",".join(STRATEGIES),
                    help="comma-separated subset of vmap,lax_map,loop")
-    p.add_argument("--devices", type=_device_layouts, default=_device_layouts("1,all"),
-                   help="host-device layouts, e.g. '1,all' or '1,2' (all = cores)")
+    p.add_argument("--platform", choices=("cpu", "gpu", "tpu"), default="cpu",
+                   help="JAX platform of the children (the Keras peer runs on CPU only, so it is "
+                        "skipped off CPU)")
+    p.add_argument("--devices", default="1,all",
+                   help="device layouts, e.g. '1,all' or '1,2' (all = host devices, one per core, "
+                        "on CPU; every accelerator otherwise)")
     p.add_argument("--max-members", action="append", default=[], metavar="STRATEGY=N",
                    help="skip cells of STRATEGY with more than N members (repeatable), e.g. "
                         "lax_map=1: it is pathologically slow on XLA:CPU")
@@ -90,6 +99,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=pathlib.Path, help="write the full results here")
     p.add_argument("--table", type=pathlib.Path, help="also write the markdown table here")
     args = p.parse_args(argv)
+    try:
+        args.devices = _device_layouts(args.devices, args.platform)
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        p.error(f"--devices: {e}")
+    if args.platform != "cpu":
+        args.keras = "none"
     args.strategies = [s for s in args.strategies.split(",") if s]
     bad = sorted(set(args.strategies) - set(STRATEGIES))
     if bad:
@@ -115,7 +130,7 @@ def plan_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dic
                 limit = args.max_members.get(strategy)
                 if limit is not None and m > limit:
                     skipped.append({**spec, "reason": f"--max-members {strategy}={limit}"})
-                elif devices > 1 and m < devices:
+                elif devices > 1 and m < devices:  # 0 = all accelerators: not known here
                     reason = ("same as 1 device" if strategy == "loop"
                               else f"fewer members than devices (pads to {devices})")
                     skipped.append({**spec, "reason": reason})
@@ -167,7 +182,8 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": host_info(),
         "config": {k: getattr(args, k) for k in (
-            "model", "image_size", "batch_size", "members", "strategies", "devices", "max_members",
+            "model", "image_size", "batch_size", "members", "strategies", "devices", "platform",
+            "max_members",
             "steps", "warmup", "keras", "matmul_size", "xla_flags", "max_busy", "cell_wait")},
         "load": {"max_load": args.max_load, "waited_s": wait["waited_s"],
                  "quiet": wait["quiet"], "at_start": wait["load_at_start"]},
@@ -176,7 +192,8 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         f"{len(cells)} JAX cells, keras={args.keras}")
 
     report["matmul_peak"] = run_child("matmul_peak", {"size": args.matmul_size, "repeats": 10},
-                                      child_env(_xla_flags(1, args.xla_flags)), args.cell_timeout)
+                                      child_env(_xla_flags(1, args.xla_flags), args.platform),
+                                      args.cell_timeout)
     log(f"matmul peak: {report['matmul_peak']}")
 
     keras_modes = {"graph": [False], "xla": [True], "both": [False, True], "none": []}[args.keras]
@@ -193,7 +210,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
 
     results = []
     for spec in cells:
-        env = child_env(_xla_flags(spec["devices"], args.xla_flags))
+        env = child_env(_xla_flags(max(spec["devices"], 1), args.xla_flags), args.platform)
         result = _measure(args, "jax_cell", spec, env, log)
         results.append({**spec, **result})
         log(f"{spec['strategy']:>7} devices={spec['devices']} M={spec['members']}: "

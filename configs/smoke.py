@@ -18,7 +18,7 @@ o.o.d. AUC near 0; at p_art=0 its i.i.d. and o.o.d. AUCs are close (both modest:
 tiny model learns little of the disease itself). The 'random_div255' members learn far less in
 20 epochs.
 
-Arguments (after ':'): strategy (vmap | lax_map | loop | auto), epochs, pretrained (a directory).
+Arguments (after ':'): strategy (vmap | groups | lax_map | loop | auto), epochs, pretrained (a directory).
 """
 
 from configs import common

@@ -1,27 +1,28 @@
-"""How many members fit into one program: a per-member memory estimate against a device budget.
+"""How many members fit into one program, and how that program runs, from a device budget.
 
-A member's device memory is its training state plus the activations of its training step:
+`plan_capacity` answers, for a config's sweep on a target platform and device size:
 
-  state  = 4 bytes x params x 5      params, gradients, Adam mu and nu, best-val-loss copy
-         + 4 bytes x BN stats x 2    running statistics and their best-val-loss copy
-  act    = activation bytes per image x batch_size   (+ a per-step constant)
+1. **the batch that will run**: min(batch_size, the largest training set of the sweep), read
+   from the study's shipped split files (chest14 experiments); other datasets use batch_size
+   (an upper bound, and the plan says so);
+2. **the budget**: `--device_memory_gib`, but on GPU JAX's allocator only takes
+   XLA_PYTHON_CLIENT_MEM_FRACTION of the device (default 0.75): planning for a GPU uses
+   flag x fraction, and on the target device itself min(flag, the allocator's `bytes_limit`);
+   `reserve_fraction` of it is kept for the image pool and the runtime;
+3. **the memory of what will run**: `sourcematters_jax.train.memory.measure_member_step` compiles
+   (once: the result is cached on disk) the product's real single-member training step (model, Adam, masked BatchNorm, non-finite
+   guard) at that batch; the strategy is the one `packing.resolve_strategy` picks for the target
+   platform ('groups' on accelerators: every member's state plus one group's step);
+4. **remat** 'auto': on only when it lets the sweep run in fewer programs; **G** of 'groups':
+   the largest (<= 8) whose program fits. Planning for another platform than this machine's, the
+   remat step is not compiled but estimated (`train.memory.estimate_remat`: the step without
+   remat scaled by the ratio of the saved residuals), because XLA:CPU's schedule does not
+   realise remat's saving that GPU/TPU schedulers do.
 
-`params` and `BN stats` are counted exactly from the model's abstract init (`jax.eval_shape`,
-no FLOPs). The activation bytes per image are measured, not guessed: a single-member training step
-(forward, backward, BN updates) of the config's model at the config's image size is lowered and
-compiled for batch 1 and batch 2, and XLA's `compiled.memory_analysis().temp_size_in_bytes` gives
-the working memory of each; their difference is the per-image cost and the rest the constant. The
-compile targets the launcher's own backend: run the launcher on the target platform when you can,
-since XLA:GPU/TPU fuse (and so allocate) differently from XLA:CPU.
-Examples (float32, XLA:CPU): ResNet50 at 224 px is 23.5 M params (449 MiB of state) and about
-117 MiB of activations per image, so one member at the study's batch 256 needs about 30 GiB;
-the demo's tiny ResNet at 64 px needs about 0.5 MiB per image.
-
-With execution strategy 'vmap' (and 'auto', counted as vmap to be safe) every member's
-activations live at once; with 'loop' or 'lax_map' members take turns, so only one member's
-activations count. The data pool (uint8, shared by the program's members) and the runtime's own
-needs are covered by `reserve_fraction` of the budget. Members are sharded over the devices of a
-program, so a program holds `members_per_device x devices` members.
+The chosen group size and remat are pinned in each program's config (`Plan.execution`), so a
+launched program does not measure again. The compile is for the local backend (XLA:CPU when
+planning a GPU sweep from a laptop): XLA:GPU/TPU fuse differently, so the plan prints where the
+step was measured; plan on the target when you can.
 """
 
 from __future__ import annotations
@@ -31,116 +32,170 @@ import math
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
+
+from sourcematters_jax.train import memory as step_memory
+from sourcematters_jax.train.memory import StepMemory
 
 GIB = 1024**3
-# params, grads, Adam mu, Adam nu, best-so-far params.
-PARAM_COPIES = 5
-# BN running statistics and their best-so-far copy.
-STAT_COPIES = 2
+DEFAULT_GPU_MEM_FRACTION = 0.75  # JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION
+PLATFORMS = ("cpu", "gpu", "tpu")
+CHEST14_DATASETS = ("chest14_source_matters", "chest14_sex")
 
 
 @dataclasses.dataclass(frozen=True)
-class MemberMemory:
-    """Estimated device bytes of one member (see the module docstring for the model)."""
+class CapacityPlan:
+    """Members per program and how they run; `lines` explain why it fits."""
 
-    num_params: int
-    num_stats: int
-    state_bytes: int
-    activation_bytes_per_image: int
-    step_constant_bytes: int
-    batch_size: int
+    capacity: int
+    strategy: str
+    group_size: int
+    remat: bool
+    memory: StepMemory
+    budget_bytes: float
+    lines: tuple[str, ...]
 
-    @property
-    def activation_bytes(self) -> int:
-        return self.activation_bytes_per_image * self.batch_size + self.step_constant_bytes
-
-    def members_per_device(self, budget_bytes: float, strategy: str) -> int:
-        """How many members fit in `budget_bytes` of one device under an execution strategy."""
-        if strategy in ("vmap", "auto"):
-            per_member = self.state_bytes + self.activation_bytes
-            return max(0, int(budget_bytes // per_member))
-        left = budget_bytes - self.activation_bytes
-        return max(0, int(left // self.state_bytes))
-
-    def describe(self) -> str:
-        return (f"{self.num_params / 1e6:.2f} M params -> {self.state_bytes / 2**20:.1f} MiB state; "
-                f"{self.activation_bytes_per_image / 2**20:.2f} MiB activations/image x batch "
-                f"{self.batch_size} = {self.activation_bytes / 2**20:.1f} MiB")
+    def execution(self) -> dict[str, Any]:
+        """config.execution fields to pin in every program (only for 'groups')."""
+        if self.strategy != "groups":
+            return {}
+        return {"group_size": self.group_size, "remat": "on" if self.remat else "off"}
 
 
-def _model(config: ml_collections.ConfigDict):
-    from sourcematters_jax.train.state import build_model
+def effective_batch(config: ml_collections.ConfigDict) -> tuple[int, str]:
+    """(min(batch_size, largest training set of the sweep), how it was found)."""
+    batch = int(config.batch_size)
+    if config.dataset not in CHEST14_DATASETS:
+        return batch, f"batch_size {batch} (training-set sizes of {config.dataset} not known here)"
+    from sourcematters_jax.data import splits
 
-    return build_model(config.model.to_dict(), config.dropout_rate)
-
-
-def _size(tree: Any) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def estimate_member_memory(config: ml_collections.ConfigDict) -> MemberMemory:
-    """Measure the memory of one member of `config` (model, image_size, batch_size)."""
-    model = _model(config)
-    size = int(config.image_size)
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    variables = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, size, size, 3)), train=False))
-    params, stats = variables["params"], variables.get("batch_stats", {})
-
-    def loss(p, s, x, y):
-        logits, updates = model.apply({"params": p, "batch_stats": s}, x, train=True,
-                                      mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
-        onehot = jax.nn.one_hot(y, logits.shape[-1])
-        return -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(logits), -1)), updates
-
-    def temp_bytes(batch: int) -> int:
-        x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-        y = jax.ShapeDtypeStruct((batch,), jnp.int32)
-        compiled = jax.jit(jax.grad(loss, has_aux=True)).lower(params, stats, x, y).compile()
-        analysis = compiled.memory_analysis()
-        if analysis is None:
-            raise RuntimeError(f"XLA reports no memory analysis on {jax.default_backend()}; "
-                               "pass --activation_mib_per_image")
-        return int(analysis.temp_size_in_bytes)
-
-    one, two = temp_bytes(1), temp_bytes(2)
-    per_image = max(two - one, 0)
-    num_params, num_stats = _size(params), _size(stats)
-    return MemberMemory(
-        num_params=num_params,
-        num_stats=num_stats,
-        state_bytes=4 * (PARAM_COPIES * num_params + STAT_COPIES * num_stats),
-        activation_bytes_per_image=per_image,
-        step_constant_bytes=max(one - per_image, 0),
-        batch_size=int(config.batch_size),
-    )
+    folds = [int(f) for f in config.sweep.fold]
+    if config.dataset == "chest14_source_matters":
+        tables = splits.load_chest14_splits().folds
+        sizes = [len(tables[f - 1][0]) for f in folds]
+    else:
+        _, pools = splits.load_sex_splits()
+        sizes = [len(pools[splits.sex_folder(p)].folds[f - 1][0])
+                 for p in config.sweep.p_art for f in folds]
+    largest = max(sizes)
+    return min(batch, largest), (f"min(batch_size {batch}, largest training set {largest} of "
+                                 f"folds {folds}) = {min(batch, largest)}")
 
 
-def device_memory_bytes() -> int:
-    """Memory of the local accelerator (its allocator limit), or half the host RAM on CPU."""
-    device = jax.local_devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+def gpu_mem_fraction() -> float:
+    """XLA_PYTHON_CLIENT_MEM_FRACTION as JAX reads it (default 0.75)."""
+    value = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "")
+    try:
+        return float(value) if value else DEFAULT_GPU_MEM_FRACTION
+    except ValueError:
+        raise ValueError(f"XLA_PYTHON_CLIENT_MEM_FRACTION={value!r} is not a number") from None
 
 
-def members_per_program(memory: MemberMemory, *, device_memory_gib: float, devices: int,
-                        strategy: str, reserve_fraction: float = 0.1) -> int:
-    """Members per program for `devices` devices of `device_memory_gib` each (0 = this machine's).
+def device_budget(device_memory_gib: float, platform: str) -> tuple[float, str]:
+    """(bytes one target device lets a program allocate, the reason), before the reserve.
 
     Raises:
-      ValueError: not even one member fits one device; the message gives the numbers.
+      ValueError: no --device_memory_gib for a target platform this machine does not have.
     """
-    budget = device_memory_gib * GIB if device_memory_gib > 0 else device_memory_bytes()
+    import jax
+
+    local = jax.default_backend()
+    flag = device_memory_gib * GIB if device_memory_gib > 0 else None
+    if platform == local and platform != "cpu":
+        limit = step_memory.device_budget_bytes()
+        if limit is not None:
+            if flag is None or limit <= flag:
+                return limit, (f"allocator limit of this {platform} ({limit / GIB:.1f} GiB, "
+                               "memory_stats bytes_limit)" + (f" <= --device_memory_gib "
+                                                              f"{device_memory_gib:g}" if flag else ""))
+            return flag, (f"--device_memory_gib {device_memory_gib:g} <= allocator limit "
+                          f"{limit / GIB:.1f} GiB")
+    if flag is None:
+        if platform == "cpu" and local == "cpu":
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+            return ram, f"half of this machine's RAM ({ram / GIB:.1f} GiB)"
+        raise ValueError(f"--device_memory_gib is needed to plan for {platform} on this "
+                         f"{local} machine (e.g. 80 for an H100)")
+    if platform == "gpu":
+        fraction = gpu_mem_fraction()
+        return flag * fraction, (f"{fraction:g} x --device_memory_gib {device_memory_gib:g} = "
+                                 f"{flag * fraction / GIB:.1f} GiB (JAX's GPU allocator takes "
+                                 "XLA_PYTHON_CLIENT_MEM_FRACTION of the device, default 0.75)")
+    return flag, f"--device_memory_gib {device_memory_gib:g}"
+
+
+def plan_capacity(config: ml_collections.ConfigDict, *, platform: str, devices: int,
+                  num_members: int, device_memory_gib: float, reserve_fraction: float = 0.1
+                  ) -> CapacityPlan:
+    """Members per program for `num_members` members of one experiment (module docstring).
+
+    Raises:
+      ValueError: not even one member fits a device; the message gives the numbers.
+    """
+    import jax
+
+    from sourcematters_jax.train import packing
+
+    if platform not in PLATFORMS:
+        raise ValueError(f"unknown platform {platform!r}; expected one of {PLATFORMS}")
+    batch, batch_note = effective_batch(config)
+    budget, budget_note = device_budget(device_memory_gib, platform)
     usable = budget * (1.0 - reserve_fraction)
-    per_device = memory.members_per_device(usable, strategy)
-    if per_device < 1:
+    strategy = packing.resolve_strategy(config.execution.strategy, platform,
+                                        model_width=int(config.model.width),
+                                        num_members=num_members, num_devices=devices)
+    remat_mode = config.execution.remat
+    options = {"on": [True], "off": [False]}.get(remat_mode, [False, True])
+    local = jax.default_backend()
+    choice, measured = None, []
+    for remat in options:
+        if remat and platform != local:  # estimated from the step without remat
+            base = next((m for m in measured if not m.remat), None) or \
+                step_memory.measure_member_step(config, batch_size=batch, remat=False)
+            memory = step_memory.estimate_remat(config, base)
+        else:
+            memory = step_memory.measure_member_step(config, batch_size=batch, remat=remat)
+        measured.append(memory)
+        per_device = step_memory.members_per_device(memory, usable, strategy)
+        if per_device < 1:
+            continue
+        programs = math.ceil(num_members / (per_device * devices))
+        if choice is None or programs < choice[0]:
+            choice = (programs, remat, memory, per_device)
+        if programs == 1:
+            break  # remat cannot do better than one program
+    if choice is None:
+        worst = measured[-1]
         raise ValueError(
-            f"one member needs {math.ceil((memory.state_bytes + memory.activation_bytes) / 2**20)} MiB "
-            f"({memory.describe()}) but a device offers {usable / 2**20:.0f} MiB "
-            f"({1 - reserve_fraction:.0%} of {budget / GIB:.1f} GiB); lower batch_size or image_size")
-    return per_device * max(1, devices)
+            f"one member needs {(worst.state_bytes + worst.step_bytes) / 2**20:.0f} MiB "
+            f"({worst.describe()}) but a device offers {usable / 2**20:.0f} MiB "
+            f"({1 - reserve_fraction:.0%} of {budget_note}); lower batch_size or image_size, "
+            "or use model.dtype='bfloat16'")
+    programs, remat, memory, per_device = choice
+    capacity = per_device * devices
+    largest = math.ceil(num_members / programs)
+    on_device = math.ceil(largest / devices)
+    if strategy == "groups":
+        group = int(config.execution.group_size) or step_memory.choose_group_size(
+            memory, usable, largest, devices)
+        group, padded = packing.group_layout(largest, devices, group)
+        on_device = padded // devices
+    else:
+        group = on_device if strategy == "vmap" else 1
+    need = memory.program_bytes(on_device, group, strategy)
+    copies = step_memory.STATE_COPIES.get(strategy, 1)
+    lines = (
+        f"platform {platform}, strategy {strategy}"
+        + (f" (G={group})" if strategy == "groups" else "") + f", remat {'on' if remat else 'off'}"
+        + (" (auto: fewer programs)" if remat and remat_mode == "auto" else ""),
+        f"batch: {batch_note}",
+        f"member: {memory.describe()}",
+        f"budget per device: {budget_note}; usable {usable / GIB:.1f} GiB after the "
+        f"{reserve_fraction:.0%} reserve",
+        f"largest program per device: {on_device} members x {copies} x "
+        f"{memory.state_bytes / 2**20:.0f} MiB state = "
+        f"{copies * on_device * memory.state_bytes / GIB:.1f} GiB + {group} x "
+        f"{memory.step_bytes / GIB:.2f} GiB step = {need / GIB:.1f} GiB <= {usable / GIB:.1f} GiB",
+    )
+    return CapacityPlan(capacity=capacity, strategy=strategy, group_size=group, remat=remat,
+                        memory=memory, budget_bytes=budget, lines=lines)

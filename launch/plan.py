@@ -11,7 +11,9 @@ The sweep root holds `sweep.json`, the manifest: how the config was given (spec 
 the full config, the member table and the program -> member range map. Program k works in
 `ROOT/program_{k:03d}/`. Launching again into the same root checks the config and members are
 unchanged (an error names the keys that differ) and keeps the manifest's packing, so a resumed
-sweep never reshuffles members between programs. A program is finished when its workdir holds a
+sweep never reshuffles members between programs. When the capacity came from the memory plan,
+its execution choices (`notes['execution']`: group size, remat) are written into every program's
+config, so programs run what was planned. A program is finished when its workdir holds a
 `results.csv` that covers all its member ids; finished programs are skipped.
 """
 
@@ -111,6 +113,9 @@ class Plan:
         """The config a program trains with: the sweep's config with its member range."""
         config = self.config.copy_and_resolve_references()
         config.member_indices = program.member_indices
+        # How the planner sized the program (G of 'groups', remat): runtime-only fields.
+        for field, value in self.notes.get("execution", {}).items():
+            config.execution[field] = value
         config.lock()
         return config
 

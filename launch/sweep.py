@@ -69,6 +69,10 @@ def build_parser(prog: str = "sourcematters sweep") -> argparse.ArgumentParser:
     budget.add_argument("--devices_per_program", type=int, default=0, metavar="N",
                         help="devices one program shards its members over; 0 = "
                              "config.execution.num_devices, or this machine's device count")
+    budget.add_argument("--platform", choices=("auto",) + memory_lib.PLATFORMS, default="auto",
+                        help="platform the programs will run on, for the memory plan (strategy, "
+                             "GPU allocator fraction, remat); auto = this machine's. The step is "
+                             "always measured on this machine's XLA backend")
     budget.add_argument("--reserve_fraction", type=float, default=0.1, metavar="F",
                         help="share of device memory kept for the data pool and the runtime")
 
@@ -147,20 +151,23 @@ def capacity_for(args: argparse.Namespace, config) -> tuple[int, dict]:
     import jax
 
     devices = args.devices_per_program or config.execution.num_devices or jax.local_device_count()
-    estimate = memory_lib.estimate_member_memory(config)
+    platform = jax.default_backend() if args.platform == "auto" else args.platform
+    experiments = [m.experiment for m in plan_lib.sweep_members(config)]
+    largest = max(experiments.count(e) for e in set(experiments))
     try:
-        capacity = memory_lib.members_per_program(
-            estimate, device_memory_gib=args.device_memory_gib, devices=devices,
-            strategy=config.execution.strategy, reserve_fraction=args.reserve_fraction)
+        estimate = memory_lib.plan_capacity(
+            config, platform=platform, devices=devices, num_members=largest,
+            device_memory_gib=args.device_memory_gib, reserve_fraction=args.reserve_fraction)
     except ValueError as e:  # one member does not fit: the budget may be this machine's, not the target's
         budget = (f"--device_memory_gib={args.device_memory_gib:g}" if args.device_memory_gib
                   else "this machine's memory (--device_memory_gib=0)")
         raise ValueError(f"{e}; the budget was {budget}: to plan for a larger target device pass "
                          "its memory with --device_memory_gib=GIB (or fix the program size with "
                          "--members_per_program=N)") from None
-    return capacity, {"member_memory": estimate.describe(), "devices_per_program": devices,
-                      "device_memory_gib": args.device_memory_gib or "local",
-                      "members_per_program": capacity}
+    return estimate.capacity, {"estimate": list(estimate.lines), "devices_per_program": devices,
+                               "device_memory_gib": args.device_memory_gib or "local",
+                               "members_per_program": estimate.capacity,
+                               "execution": estimate.execution()}
 
 
 def print_plan(plan: plan_lib.Plan, show_members: bool,
@@ -169,7 +176,12 @@ def print_plan(plan: plan_lib.Plan, show_members: bool,
     print(f"sweep {plan.root}: {len(plan.members)} members in {len(plan.programs)} programs "
           f"(capacity {plan.capacity}; {len(pending)} to run)")
     for note, value in plan.notes.items():
-        print(f"  {note}: {value}")
+        if isinstance(value, list):
+            print(f"  {note}:")
+            for line in value:
+                print(f"    {line}")
+        else:
+            print(f"  {note}: {value}")
     for p in plan.programs:
         state = "pending" if p.index in pending else "finished"
         print(f"  {p.name}  members {p.member_indices:>9}  ({p.size:3d}, {p.experiment})  {state}")

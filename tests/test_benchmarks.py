@@ -104,3 +104,53 @@ def test_step_profile_sums_op_time_by_kind():
     assert "0.400 | 80.0%" in table  # ynn_fusion: 0.8 s over 2 steps
     assert "(other 1 kinds) | 0.100 | 20.0%" in table
     assert "= 100% of 2 cores" in table  # 1.0 core-s of ops in 2 steps x 0.25 s x 2 cores
+
+
+def test_accelerator_check_table_and_mfu_from_fake_cells(tmp_path, capsys):
+    from benchmarks import accelerator_check as ac
+
+    def fake(module, spec, env, timeout_s):
+        assert module == "accel_cells" and env["JAX_PLATFORMS"] == "cuda"
+        device = {"platform": "gpu", "device_kind": "NVIDIA H200", "peak_bytes_in_use": 2**30}
+        if spec["kind"] == "matmul":
+            return {"n": spec["n"], "bf16_tflops": 700.0, "f32_default_tflops": 350.0,
+                    "f32_highest_tflops": 50.0, **device}
+        if spec["kind"] == "grid":
+            return {"members": 90, "epochs": 3, "wall_s": 100.0, "compile_s": 40.0,
+                    "fixed_s": 20.0, "per_epoch_s": 10.0, "full_epochs": 30,
+                    "projected_full_grid_s": 360.0, "program": {"strategy": "groups"}, **device}
+        return {"members": spec["members"], "batch_size": spec["batch_size"],
+                "step_median_s": 0.5, "flops_member_step": 2.5e12, "compile_s": 30.0,
+                "member_images_per_s": spec["members"] * spec["batch_size"] / 0.5,
+                "xla_memory_bytes": {"temp_size_in_bytes": 2**31}, **device}
+
+    report = ac.main(["--platform", "gpu", "--json", str(tmp_path / "r.json"),
+                      "--table", str(tmp_path / "r.md")], run=fake)
+    assert report["platform"] == "gpu" and json.loads((tmp_path / "r.json").read_text())
+    steps = {c["name"]: c for c in report["cells"] if c["kind"] == "step"}
+    f32 = steps["1 member, batch 225, float32"]
+    assert f32["precision"] == "tf32" and f32["mfu"] == pytest.approx(5.0 / 494.7, rel=1e-3)
+    assert steps["1 member, batch 225, bfloat16"]["precision"] == "bf16"
+    assert steps["1 member, float32 highest"]["precision"] == "fp32"
+    table = (tmp_path / "r.md").read_text()
+    assert "projected full grid (30 epochs): 360.0 s" in table and "| vmap: 8 members |" in table
+    assert "ran on platform: gpu (NVIDIA H200)" in capsys.readouterr().out
+
+
+def test_accelerator_check_tiny_runs_on_cpu(tmp_path, capsys):
+    """Real children on CPU at the tiny size: matmul peaks, one member's step, the groups cell."""
+    from benchmarks.accelerator_check import plan_cells
+
+    names = [c["name"] for c in plan_cells(tiny=True)]
+    assert names[4] == "1 member, batch 8, float32" and names[6].startswith("groups")
+    from benchmarks import accelerator_check as ac
+
+    report = ac.main(["--tiny", "--platform", "cpu", "--cells", "0,4,6",
+                      "--table", str(tmp_path / "t.md")])
+    out = capsys.readouterr().out
+    assert "ran on platform: cpu" in out and "| 1 member, batch 8, float32 |" in out
+    ran = [c for c in report["cells"] if "error" not in c and c.get("kind") == "step"]
+    assert {c["strategy"] for c in ran} == {"loop", "groups"}, report["cells"]
+    groups = next(c for c in ran if c["strategy"] == "groups")
+    assert groups["members"] == 4 and groups["all_members_finite"]
+    assert all(c["mfu"] > 0 for c in ran)  # against the measured CPU matmul peak

@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from launch import config_io, memory, plan, sweep, tpu
+from sourcematters_jax.train import memory as step_memory
 from sourcematters_jax.members import Member
 
 TAG = str(pathlib.Path(__file__).resolve().parent.parent / "configs" / "tag.py")
@@ -39,25 +40,88 @@ def test_pack_never_mixes_experiments():
         plan.pack(ms, 0)
 
 
-def test_memory_estimate_counts_params_and_measures_activations():
+def test_memory_estimate_lowers_the_real_member_step(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOURCEMATTERS_CACHE_DIR", str(tmp_path))
     config = config_io.load_config(TAG, ["model.stage_sizes=(1,)", "model.width=4", "image_size=16",
                                          "batch_size=16"])
-    est = memory.estimate_member_memory(config)
+    est = step_memory.measure_member_step(config, batch_size=16, remat=False)
     # conv1 7x7x3x4+4, bn 2x4; block 1x1 4->16, 1x1 4->4, 3x3 4->4, 1x1 4->16 (+biases), bns
     # 2x(16+4+4+16); head 16x2+2.
     assert est.num_params == (588 + 4) + 8 + (64 + 16) + (16 + 4) + (144 + 4) + (64 + 16) + 80 + 34
     assert est.num_stats == 2 * (4 + 16 + 4 + 4 + 16)
-    assert est.state_bytes == 4 * (5 * est.num_params + 2 * est.num_stats)
-    assert est.activation_bytes_per_image > 0
-    per_member = est.state_bytes + est.activation_bytes
-    budget = 10.5 * per_member / memory.GIB / 0.9  # room for 10.5 members after the 10% reserve
-    assert memory.members_per_program(est, device_memory_gib=budget, devices=1, strategy="vmap") == 10
-    assert memory.members_per_program(est, device_memory_gib=budget, devices=4, strategy="vmap") == 40
-    # Members taking turns ('loop') share one set of activations, so more of them fit.
-    assert memory.members_per_program(est, device_memory_gib=budget, devices=1, strategy="loop") > 10
-    with pytest.raises(ValueError, match="lower batch_size or image_size"):
-        memory.members_per_program(est, device_memory_gib=per_member / memory.GIB / 2, devices=1,
-                                   strategy="vmap")
+    # TrainState (params, Adam mu and nu, BN stats) + BestState (params, stats) + small scalars.
+    tensors = 4 * (4 * est.num_params + 2 * est.num_stats)
+    assert tensors <= est.state_bytes < tensors + 1024
+    assert est.step_bytes > 0 and est.measured_on == "cpu"
+    # Kept on disk: the planner does not compile the same step twice.
+    assert (tmp_path / "step_memory.json").is_file()
+    assert step_memory.measure_member_step(config, batch_size=16, remat=False) == est
+
+
+def fake_step(state_mib, step_gib_by_remat):
+    """A measure_member_step stand-in with ResNet50-like numbers (no ResNet50 compile)."""
+    def measure(config, *, batch_size, remat):
+        return step_memory.StepMemory(
+            num_params=23_500_000, num_stats=53_000, state_bytes=int(state_mib * 2**20),
+            step_bytes=int(step_gib_by_remat[remat] * memory.GIB), batch_size=batch_size,
+            remat=remat, dtype="float32", measured_on="cpu")
+    return measure
+
+
+def test_effective_batch_is_the_largest_training_set():
+    assert memory.effective_batch(config_io.load_config(TAG))[0] == 225  # fold 3: 225 images
+    assert memory.effective_batch(config_io.load_config(TAG + ":fold=2"))[0] == 217
+    smoke = config_io.load_config(str(pathlib.Path(TAG).with_name("smoke.py")))
+    assert memory.effective_batch(smoke)[0] == smoke.batch_size  # not known: the upper bound
+
+
+def test_gpu_budget_is_the_allocator_fraction(monkeypatch):
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    budget, why = memory.device_budget(80, "gpu")
+    assert budget == 60 * memory.GIB and "0.75" in why
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", ".9")
+    assert memory.device_budget(80, "gpu")[0] == 72 * memory.GIB
+    assert memory.device_budget(16, "tpu")[0] == 16 * memory.GIB
+    with pytest.raises(ValueError, match="--device_memory_gib is needed"):
+        memory.device_budget(0, "gpu")
+
+
+@pytest.mark.parametrize("gib,programs", [(80, 1), (40, 2)])
+def test_tag_grid_plan_on_one_gpu(monkeypatch, gib, programs):
+    # 359 MiB of state per member (float32 ResNet50); one member's step at batch 225: 26 GiB
+    # without remat, 8 GiB with (of the order XLA:CPU measures, docs/launch.md).
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    monkeypatch.setattr(step_memory, "measure_member_step", fake_step(359, {False: 26, True: 8}))
+    config = config_io.load_config(TAG)
+    est = memory.plan_capacity(config, platform="gpu", devices=1, num_members=90,
+                               device_memory_gib=gib)
+    assert est.strategy == "groups" and -(-90 // est.capacity) == programs
+    assert est.memory.batch_size == 225
+    assert est.remat  # without it, 26 GiB of step leave room for too few members
+    text = "\n".join(est.lines)
+    assert "0.75 x --device_memory_gib" in text and "largest program per device" in text
+    assert est.execution() == {"group_size": est.group_size, "remat": "on" if est.remat else "off"}
+    # Every program of the plan runs what was planned.
+    p = plan.make_plan("/tmp/unused-root", config, est.capacity,
+                       notes={"execution": est.execution()})
+    assert len(p.programs) == programs
+    pinned = p.program_config(p.programs[0]).execution
+    assert (pinned.group_size, pinned.remat) == (est.group_size, est.execution()["remat"])
+
+
+def test_cpu_plan_counts_one_member_step_for_loop(monkeypatch):
+    monkeypatch.setattr(step_memory, "measure_member_step", fake_step(359, {False: 26, True: 8}))
+    est = memory.plan_capacity(config_io.load_config(TAG), platform="cpu", devices=2,
+                               num_members=90, device_memory_gib=64)
+    assert est.strategy == "loop" and not est.remat and est.execution() == {}
+    assert est.capacity == 2 * int((64 * 0.9 - 26) * 1024 // 359)
+    # 18 GiB usable: without remat not one member fits; remat 'auto' turns it on.
+    small = memory.plan_capacity(config_io.load_config(TAG), platform="cpu", devices=1,
+                                 num_members=90, device_memory_gib=20)
+    assert small.remat and small.capacity == int((20 * 0.9 - 8) * 1024 // 359)
+    with pytest.raises(ValueError, match="lower batch_size"):
+        memory.plan_capacity(config_io.load_config(TAG), platform="cpu", devices=1,
+                             num_members=90, device_memory_gib=5)
 
 
 def test_manifest_reused_and_a_different_sweep_is_refused(tmp_path):

@@ -76,7 +76,8 @@ def lifted(setup):
 
     def get(strategy):
         if strategy not in cache:
-            runner = packing.make_runner(strategy, len(MEMBERS), jax.devices())
+            # 'groups' with G = 1: each device's 2 members run one after another in one program.
+            runner = packing.make_runner(strategy, len(MEMBERS), jax.devices(), group_size=1)
             step = runner.lift(setup["step_fn"], 2, donate_argnums=(0,))
             cache[strategy] = (runner, step, runner.put_members(setup["arrays"]),
                                runner.put_shared(setup["pool"]))
@@ -123,7 +124,7 @@ def test_setup_covers_partial_and_empty_batches(setup):
     assert any(n % setup["batch"] for n in sizes), "some member must have a partial batch"
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "lax_map"])
+@pytest.mark.parametrize("strategy", ["vmap", "groups", "lax_map"])
 def test_member_step_equals_single_member_steps(setup, lifted, reference, strategy):
     got, runner = run_runner(lifted, strategy, setup["train0"], setup["steps"])
     assert {runner.device_of(m) for m in range(len(MEMBERS))} == set(jax.devices()[:2])

@@ -15,6 +15,15 @@ smaller than 3x3 (`SmallMapConv3x3`, over the 9 taps). The parameter tree is fla
 `params['conv2_block1_1_conv']['kernel']`, `batch_stats['conv2_block1_1_bn']['mean']`, so
 converting Keras weights is a rename. Width and blocks per stage are fields, so tests run tiny
 models through the very same code.
+
+Memory levers (`docs/training.md`): `dtype=bfloat16` is mixed precision: parameters (and so
+gradients and Adam state) stay float32, convolutions and matmuls compute in bfloat16, BatchNorm
+statistics are computed in float32, and the stem convolution (`conv1_conv`) stays float32 so the
+preprocessed input (grey levels minus the BGR mean, about +-150) is not rounded to bfloat16 (steps
+of 0.5-1 grey level at that range, a rounding error as large as the X-ray noise confounder's
+1.83 vs 2.10 grey-level noise difference). `remat=True` rematerialises every residual block in the backward pass
+(`nn.remat` of a function of the module, so parameter names stay flat and unchanged): only block
+inputs are kept between the forward and the backward pass.
 """
 
 from __future__ import annotations
@@ -102,13 +111,16 @@ class ResNet(nn.Module):
       stage_sizes: blocks per stage; (3, 4, 6, 3) is ResNet50.
       width: channels of the stem and of the first stage's bottleneck (64 in ResNet50). Stage s
         uses `width * 2**s` bottleneck channels and outputs four times that.
-      dtype: computation dtype (float32 for parity with Keras; bfloat16 is an option on
-        accelerators). Parameters are always float32.
+      dtype: computation dtype (float32 for parity with Keras; bfloat16 is mixed precision,
+        see the module docstring). Parameters are always float32; the stem conv is float32.
+      remat: rematerialise each residual block in the backward pass (less activation memory,
+        about one more forward pass of compute); results and parameter names are unchanged.
     """
 
     stage_sizes: Sequence[int] = RESNET50_STAGE_SIZES
     width: int = 64
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def num_features(self) -> int:
@@ -147,7 +159,9 @@ class ResNet(nn.Module):
         conv1x1 = functools.partial(Conv1x1, dtype=self.dtype)
         bn_mask = None if mask is None else jnp.asarray(mask, bool)[:, None, None, None]
 
-        def bottleneck(h, filters: int, strides: int, projection: bool, name: str):
+        def bottleneck(mdl, h, bn_mask, *, filters: int, strides: int, projection: bool,
+                       name: str):
+            del mdl  # the (possibly rematerialised) module the layers below attach to
             if projection:
                 shortcut = conv1x1(4 * filters, strides=strides, name=f"{name}_0_conv")(h)
                 shortcut = norm(name=f"{name}_0_bn")(shortcut, mask=bn_mask)
@@ -164,32 +178,35 @@ class ResNet(nn.Module):
             h = norm(name=f"{name}_3_bn")(h, mask=bn_mask)
             return nn.relu(shortcut + h)
 
-        x = jnp.asarray(x, self.dtype)
-        x = conv(self.width, (7, 7), strides=2, padding="VALID", name="conv1_conv")(_zero_pad(x, 3))
-        x = nn.relu(norm(name="conv1_bn")(x, mask=bn_mask))
+        # The stem convolution computes in float32 whatever the dtype (see the module docstring).
+        x = jnp.asarray(x, jnp.float32)
+        x = conv(self.width, (7, 7), strides=2, padding="VALID", name="conv1_conv",
+                 dtype=jnp.float32)(_zero_pad(x, 3))
+        x = nn.relu(norm(name="conv1_bn")(x.astype(self.dtype), mask=bn_mask))
         x = nn.max_pool(_zero_pad(x, 1), (3, 3), strides=(2, 2), padding="VALID")
         for stage, num_blocks in enumerate(self.stage_sizes):
             filters = self.width * 2**stage
             for block in range(num_blocks):
-                x = bottleneck(
-                    x,
-                    filters,
+                fn = functools.partial(
+                    bottleneck,
+                    filters=filters,
                     strides=(1 if stage == 0 else 2) if block == 0 else 1,
                     projection=block == 0,
                     name=f"conv{stage + 2}_block{block + 1}",
                 )
+                x = (nn.remat(fn) if self.remat else fn)(self, x, bn_mask)
         # The last conv stage's activations, for Grad-CAM (sourcematters_jax/reuse/saliency.py):
         # kept only when 'intermediates' is mutable in apply (init and training leave it out).
         self.sow("intermediates", LAST_STAGE, x)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
-def ResNet50(dtype: Any = jnp.float32) -> ResNet:  # noqa: N802 - mirrors keras.applications.ResNet50
+def ResNet50(dtype: Any = jnp.float32, remat: bool = False) -> ResNet:  # noqa: N802 - keras name
     """The study's backbone: Keras ResNet50 v1, include_top=False, pooling='avg' (2048 features)."""
-    return ResNet(stage_sizes=RESNET50_STAGE_SIZES, width=64, dtype=dtype)
+    return ResNet(stage_sizes=RESNET50_STAGE_SIZES, width=64, dtype=dtype, remat=remat)
 
 
 def TinyResNet(width: int = 8, stage_sizes: Sequence[int] = (1, 1, 1, 1),  # noqa: N802
-               dtype: Any = jnp.float32) -> ResNet:
+               dtype: Any = jnp.float32, remat: bool = False) -> ResNet:
     """A small ResNet through the same code path, for tests and the CPU demo."""
-    return ResNet(stage_sizes=tuple(stage_sizes), width=width, dtype=dtype)
+    return ResNet(stage_sizes=tuple(stage_sizes), width=width, dtype=dtype, remat=remat)

@@ -15,8 +15,10 @@ import ml_collections
 
 from sourcematters_jax.members import EXPERIMENTS, P_ART_GRID, RANDOM_SOURCE, STUDY_SEED
 
-STRATEGIES = ("auto", "vmap", "lax_map", "loop")
+STRATEGIES = ("auto", "vmap", "groups", "lax_map", "loop")
 DTYPES = ("float32", "bfloat16")
+REMAT = ("auto", "on", "off")
+MATMUL_PRECISIONS = ("default", "high", "highest")
 # Fields that say where and how a program runs, not what it computes: a workdir may be resumed
 # with other values for these (e.g. a preempted job restarted on another machine type, whose
 # strategy or data location differ).
@@ -38,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.stage_sizes = (3, 4, 6, 3)  # ResNet50
     c.model.width = 64
+    # 'float32' (Keras parity) or 'bfloat16': mixed precision (params, BN statistics, Adam state
+    # and the loss in float32; convolutions and matmuls in bfloat16; the stem conv in float32).
     c.model.dtype = "float32"
 
     # source name -> 'random' (Keras-default init, caffe preprocessing), 'random:<mode>'
@@ -80,10 +84,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.pad_to_sweep = True
 
     c.execution = ml_collections.ConfigDict()
-    c.execution.strategy = "auto"  # 'vmap' | 'lax_map' | 'loop' | 'auto'
+    c.execution.strategy = "auto"  # 'vmap' | 'groups' | 'lax_map' | 'loop' | 'auto'
     c.execution.num_devices = 0  # 0 = every local device
     # True: training on CPU is an error (e.g. a CPU-only jaxlib on a GPU machine); else a warning.
     c.execution.require_accelerator = False
+    # 'groups': members vectorised G at a time, groups one after another in one program;
+    # 0 = the largest G whose activations fit the device (train.memory; set by the launcher).
+    c.execution.group_size = 0
+    # Rematerialise every residual block in the backward pass: 'on', 'off', or 'auto' (the
+    # launcher: on where it gives fewer programs; a program started directly: on only where an
+    # accelerator's members would not fit otherwise).
+    c.execution.remat = "auto"
+    # jax.default_matmul_precision of every step: 'default' (on recent NVIDIA GPUs float32
+    # matmuls and convolutions then run as TF32; bfloat16 passes on TPU), 'high' or 'highest'
+    # (full float32).
+    c.execution.matmul_precision = "default"
 
     c.keep_checkpoints = 1
     # A checkpoint copies every member's state to host memory and writes it in the background.
@@ -161,6 +176,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.augment.zoom < 1.0, "augment.zoom", "Keras zoom_range z gives U[1-z, 1+z]; need z < 1")
     need(config.execution.strategy in STRATEGIES, "execution.strategy", f"expected one of {STRATEGIES}")
     need(config.execution.num_devices >= 0, "execution.num_devices", "must be >= 0 (0 = all)")
+    need(config.execution.group_size >= 0, "execution.group_size", "must be >= 0 (0 = from memory)")
+    need(config.execution.remat in REMAT, "execution.remat", f"expected one of {REMAT}")
+    need(config.execution.matmul_precision in MATMUL_PRECISIONS, "execution.matmul_precision",
+         f"expected one of {MATMUL_PRECISIONS}")
     for name, spec in config.sources.items():
         if spec.startswith("random:"):
             need(spec.partition(":")[2] in MODES, f"sources.{name}", f"random:<mode> with mode in {MODES}")

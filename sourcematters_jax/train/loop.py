@@ -38,6 +38,7 @@ from sourcematters_jax.members import Member, select_members
 from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, summaries
 from sourcematters_jax.train import config as config_lib
 from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
+from sourcematters_jax.train import memory as memory_lib
 from sourcematters_jax.train.augment import AugmentConfig
 
 CONFIG_FILE = "config.json"
@@ -106,8 +107,8 @@ def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member
 @functools.lru_cache(maxsize=4)
 def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
     (model_cfg, dropout, opt, augment, image_size, steps, batch, eval_batch, patience,
-     has_pretrained) = key
-    model = state_lib.build_model(dict(model_cfg), dropout)
+     has_pretrained, remat, precision) = key
+    model = state_lib.build_model(dict(model_cfg), dropout, remat=remat)
     tx = state_lib.make_optimizer(*opt)
     if has_pretrained:
         init = lambda inputs, pre: state_lib.init_member(  # noqa: E731
@@ -125,6 +126,8 @@ def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
     end_epoch = evaluate.make_end_epoch(model, eval_batch_size=eval_batch, patience=patience,
                                         steps_per_epoch=steps)
     predict = evaluate.make_predict_tests(model, eval_batch_size=eval_batch)
+    init, train_step, end_epoch, predict = (step_lib.with_matmul_precision(f, precision)
+                                            for f in (init, train_step, end_epoch, predict))
     return {
         "init": runner.lift(init, 1),
         "abstract_init": jax.eval_shape(init, *_abstract_init_args(has_pretrained, model,
@@ -147,9 +150,10 @@ def _abstract_init_args(has_pretrained: bool, model: Any, image_size: int) -> tu
 
 
 @functools.lru_cache(maxsize=4)
-def _runner(strategy: str, num_members: int, device_ids: tuple[int, ...]) -> packing.Runner:
+def _runner(strategy: str, num_members: int, device_ids: tuple[int, ...], group_size: int = 0
+            ) -> packing.Runner:
     by_id = {d.id: d for d in jax.local_devices()}
-    return packing.make_runner(strategy, num_members, [by_id[i] for i in device_ids])
+    return packing.make_runner(strategy, num_members, [by_id[i] for i in device_ids], group_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +201,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
                                         eval_batch_size=config.eval_batch_size, pad_to=pad_to)
     batch, steps = packing.train_layout(members_data, config.batch_size, pad_to)
 
-    strategy = packing.resolve_strategy(config.execution.strategy, devices[0].platform,
-                                        model_width=config.model.width,
-                                        num_members=len(members), num_devices=len(devices))
-    runner = _runner(strategy, len(members), tuple(d.id for d in devices))
+    execution = memory_lib.resolve_execution(config, platform=devices[0].platform,
+                                             num_members=len(members), num_devices=len(devices),
+                                             batch_size=batch)
+    strategy = execution.strategy
+    runner = _runner(strategy, len(members), tuple(d.id for d in devices), execution.group_size)
     key = (tuple(sorted(config.model.to_dict().items())), float(config.dropout_rate),
            (config.learning_rate, config.adam_b1, config.adam_b2, config.adam_eps),
            AugmentConfig.from_config(config.augment), config.image_size, steps, batch,
-           config.eval_batch_size, config.patience, pretrained is not None)
+           config.eval_batch_size, config.patience, pretrained is not None, execution.remat,
+           config.execution.matmul_precision)
     programs = _programs(key, runner)
     logging.info("%d members, strategy %s on %d %s device(s); batch %d, %d steps/epoch, "
                  "%d epochs", len(members), strategy, len(devices), devices[0].platform, batch,
@@ -218,7 +224,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
              "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
     table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
     _write_json(workdir / PROGRAM_FILE, {
-        "strategy": strategy, "platform": devices[0].platform,
+        "strategy": strategy, "group_size": getattr(runner, "group_size", 1),
+        "remat": execution.remat, "platform": devices[0].platform,
         "devices": [d.id for d in devices], "batch_size": batch, "steps_per_epoch": steps,
         "member_devices": {row["member_id"]: runner.device_of(i).id for i, row in enumerate(rows)}})
 

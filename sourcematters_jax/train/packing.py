@@ -7,14 +7,17 @@ Device side: a `Runner` places member-axis pytrees and lifts a per-member functi
 `f(*member_args, *shared_args)` to all members:
   'vmap'     jit(shard_map(vmap(f))): the member axis is sharded over a 1-D device mesh, and
              each device vectorises its members (convolutions become grouped convolutions).
+  'groups'   jit(shard_map(fori_loop over groups of vmap(f)))): each device vectorises G members
+             at a time and runs its groups one after another inside one program, updating the
+             donated member state in place (every member's state, one group's activations).
   'lax_map'  jit(shard_map(lax.map(f))): each device runs its members one after another inside
              one program (compact memory; slow on XLA:CPU, see docs/performance.md).
   'loop'     a Python loop over jit(f), one member at a time, each member's state living on its
              own device; devices run concurrently through asynchronous dispatch.
 shard_map keeps every member's computation on one device: there is no cross-device traffic in
-any step, and BatchNorm statistics are per member by construction. For 'vmap'/'lax_map' the
-member count is padded to a multiple of the device count with copies of the last member; the
-padding never reaches the host (`to_host` drops it).
+any step, and BatchNorm statistics are per member by construction. For 'vmap'/'groups'/'lax_map'
+the member count is padded to a multiple of the device count (times the number of groups for
+'groups') with copies of the last member; the padding never reaches the host (`to_host` drops it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sourcematters_jax.data.types import SPLITS, MemberData, SplitIndex
 from sourcematters_jax.train.step import Examples, MemberArrays
 
 MEMBER_AXIS = "members"
-STRATEGIES = ("vmap", "lax_map", "loop")
+STRATEGIES = ("vmap", "groups", "lax_map", "loop")
 # On CPU, members at least this wide (ResNet50's 64) train faster as M single-member programs
 # spread over the host devices ('loop') than vmapped: benchmarks/results/*_cpu2_resnet50_*.md.
 CPU_LOOP_MIN_WIDTH = 64
@@ -133,7 +136,8 @@ def resolve_strategy(strategy: str, platform: str, *, model_width: int, num_memb
                      num_devices: int) -> str:
     """The concrete strategy for 'auto' (any other strategy is checked and returned as is).
 
-    Accelerators: 'vmap' (one program, members vectorised). CPU, as measured on a 2-core host
+    Accelerators: 'groups' (one program holding every member's state; G members vectorised at a
+    time, G from the memory estimate: `group_layout`, `train.memory`). CPU, as measured on a 2-core host
     (docs/performance.md): for the study's ResNet50 width, 'loop' over one host device per core
     beats 'vmap' at every member count at 64 and 128 px, because vmap turns each convolution into
     a grouped convolution that XLA:CPU runs slower than M plain ones; for the narrow test and demo
@@ -146,10 +150,26 @@ def resolve_strategy(strategy: str, platform: str, *, model_width: int, num_memb
                              f"{STRATEGIES}")
         return strategy
     if platform != "cpu":
-        return "vmap"
+        return "groups"
     if model_width >= CPU_LOOP_MIN_WIDTH or num_members < num_devices:
         return "loop"
     return "vmap"
+
+
+def group_layout(num_members: int, num_devices: int, group_size: int) -> tuple[int, int]:
+    """(G, padded member count) of the 'groups' strategy.
+
+    Each device holds ceil(M / devices) members; `group_size` (0 = all of a device's members,
+    i.e. plain vmap) is capped at that and then balanced: with g = ceil(per_device / G) groups,
+    G = ceil(per_device / g), so padding (copies of the last member) is under one per group.
+    """
+    if group_size < 0:
+        raise ValueError(f"group_size must be >= 0 (0 = every member of a device), got {group_size}")
+    per_device = math.ceil(num_members / num_devices)
+    size = min(group_size or per_device, per_device)
+    groups = math.ceil(per_device / size)
+    size = math.ceil(per_device / groups)
+    return size, num_devices * groups * size
 
 
 def select_devices(num_devices: int) -> list[jax.Device]:
@@ -195,16 +215,23 @@ class Runner(abc.ABC):
 
 
 class ShardedRunner(Runner):
-    """'vmap' and 'lax_map': one jitted program, member axis sharded over a device mesh."""
+    """'vmap', 'groups' and 'lax_map': one jitted program, member axis sharded over a mesh."""
 
-    def __init__(self, strategy: str, num_members: int, devices: Sequence[jax.Device]):
-        if strategy not in ("vmap", "lax_map"):
-            raise ValueError(f"ShardedRunner runs 'vmap' or 'lax_map', not {strategy!r}")
+    def __init__(self, strategy: str, num_members: int, devices: Sequence[jax.Device],
+                 group_size: int = 0):
+        if strategy not in ("vmap", "groups", "lax_map"):
+            raise ValueError(f"ShardedRunner runs 'vmap', 'groups' or 'lax_map', not {strategy!r}")
         self.strategy = strategy
         self.num_members = num_members
         self.devices = list(devices)
         self.mesh = Mesh(np.array(self.devices), (MEMBER_AXIS,))
-        self.padded_members = math.ceil(num_members / len(self.devices)) * len(self.devices)
+        if strategy == "groups":
+            self.group_size, self.padded_members = group_layout(num_members, len(self.devices),
+                                                                group_size)
+        else:
+            self.padded_members = math.ceil(num_members / len(self.devices)) * len(self.devices)
+            per_device = self.padded_members // len(self.devices)
+            self.group_size = per_device if strategy == "vmap" else 1
         self.member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self.replicated = NamedSharding(self.mesh, P())
 
@@ -232,13 +259,14 @@ class ShardedRunner(Runner):
     def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
              ) -> Callable:
         k = num_member_args
-        strategy = self.strategy
+        strategy, size = self.strategy, self.group_size
+        in_place = tuple(i for i in donate_argnums if i < k)
 
         def local(*args):
             member_args, shared = args[:k], args[k:]
-            if strategy == "vmap":
-                return jax.vmap(fn, in_axes=(0,) * k + (None,) * len(shared))(*member_args, *shared)
-            return jax.lax.map(lambda m: fn(*m, *shared), member_args)
+            if strategy == "lax_map":
+                return jax.lax.map(lambda m: fn(*m, *shared), member_args)
+            return run_groups(fn, member_args, shared, size, in_place, axis_name=MEMBER_AXIS)
 
         def program(*args):
             specs = (P(MEMBER_AXIS),) * k + (P(),) * (len(args) - k)
@@ -246,6 +274,69 @@ class ShardedRunner(Runner):
                                  out_specs=P(MEMBER_AXIS))(*args)
 
         return jax.jit(program, donate_argnums=tuple(donate_argnums))
+
+
+def run_groups(fn: Callable, member_args: Sequence[Any], shared: Sequence[Any], size: int,
+               in_place: Sequence[int] = (), axis_name: str | None = None) -> Any:
+    """fn over the leading member axis of `member_args`, vmapped `size` members at a time.
+
+    The groups run one after another in a `fori_loop`. An output at position j in `in_place`
+    (a donated argument whose structure the function returns, e.g. the train state) is written
+    back into that argument's buffer group by group (dynamic_update_slice on the loop carry), so
+    XLA can keep one copy of every member's state; other outputs fill fresh buffers. One group
+    (size = all members) is plain vmap. Chosen over `jax.lax.map(..., batch_size=G)` (a scan
+    whose stacked outputs are new buffers) by XLA's memory analysis on CPU: for a step whose
+    outputs read no float state the fori_loop is in place (240 bytes of temporaries) where
+    lax.map holds the state twice (tests/test_train_strategy.py); with a float reduction over
+    the state, as in the real step, XLA:CPU copies the state once either way (docs/performance.md). Inside `shard_map` pass its `axis_name`: the fresh output
+    buffers are then marked as varying over it, like the member arguments.
+    """
+    member_args = tuple(member_args)
+    n = jax.tree.leaves(member_args)[0].shape[0]
+    vmapped = jax.vmap(fn, in_axes=(0,) * len(member_args) + (None,) * len(shared))
+    if size >= n:
+        return vmapped(*member_args, *shared)
+    if n % size:
+        raise ValueError(f"{n} members do not split into groups of {size}")
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), member_args)
+    out_shapes = jax.eval_shape(lambda *m: fn(*m, *shared), *one)
+    single = not isinstance(out_shapes, tuple)
+    out_shapes = (out_shapes,) if single else out_shapes
+
+    def same(j: int) -> bool:
+        return (j < len(out_shapes) and jax.tree.structure(out_shapes[j]) ==
+                jax.tree.structure(one[j]) and all(
+                    (a.shape, a.dtype) == (b.shape, b.dtype) for a, b in
+                    zip(jax.tree.leaves(out_shapes[j]), jax.tree.leaves(one[j]))))
+
+    in_place = tuple(j for j in in_place if same(j))
+    def zeros(s):
+        z = jax.numpy.zeros((n,) + s.shape, s.dtype)
+        return z if axis_name is None else jax.lax.pcast(z, (axis_name,), to="varying")
+
+    fresh = tuple(None if j in in_place else jax.tree.map(zeros, o)
+                  for j, o in enumerate(out_shapes))
+    carried = tuple(member_args[j] for j in in_place)
+
+    def body(g, carry):
+        carried, fresh = carry
+        start = g * size
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, size)  # noqa: E731
+        put = lambda a, u: jax.lax.dynamic_update_slice_in_dim(a, u, start, 0)  # noqa: E731
+        args = list(member_args)
+        for j, c in zip(in_place, carried):
+            args[j] = c
+        out = vmapped(*jax.tree.map(take, tuple(args)), *shared)
+        out = (out,) if single else out
+        carried = tuple(jax.tree.map(put, c, out[j]) for j, c in zip(in_place, carried))
+        fresh = tuple(None if f is None else jax.tree.map(put, f, out[j])
+                      for j, f in enumerate(fresh))
+        return carried, fresh
+
+    carried, fresh = jax.lax.fori_loop(0, n // size, body, (carried, fresh))
+    outs = tuple(carried[in_place.index(j)] if j in in_place else fresh[j]
+                 for j in range(len(out_shapes)))
+    return outs[0] if single else outs
 
 
 class LoopRunner(Runner):
@@ -305,10 +396,15 @@ class LoopRunner(Runner):
         return run
 
 
-def make_runner(strategy: str, num_members: int, devices: Sequence[jax.Device]) -> Runner:
-    """The Runner for a concrete strategy ('vmap', 'lax_map' or 'loop')."""
+def make_runner(strategy: str, num_members: int, devices: Sequence[jax.Device],
+                group_size: int = 0) -> Runner:
+    """The Runner for a concrete strategy ('vmap', 'groups', 'lax_map' or 'loop').
+
+    `group_size` is G of 'groups' (0 = a device's members in one group); other strategies
+    ignore it.
+    """
     if num_members < 1:
         raise ValueError("a program needs at least one member")
     if strategy == "loop":
         return LoopRunner(num_members, devices)
-    return ShardedRunner(strategy, num_members, devices)
+    return ShardedRunner(strategy, num_members, devices, group_size)

@@ -61,11 +61,17 @@ class MemberInit:
     pixel_scale: jnp.ndarray  # float32 []
 
 
-def build_model(model_cfg: Mapping[str, Any], dropout_rate: float) -> Classifier:
-    """The Classifier a config describes (ResNet of `model.stage_sizes`/`width`/`dtype`)."""
+def build_model(model_cfg: Mapping[str, Any], dropout_rate: float, *, remat: bool = False
+                ) -> Classifier:
+    """The Classifier a config describes (ResNet of `model.stage_sizes`/`width`/`dtype`).
+
+    `model.dtype='bfloat16'` is mixed precision: the compute dtype of the convolutions and
+    matmuls; parameters, and so gradients, Adam state and the loss, stay float32 (`models.resnet`).
+    `remat` rematerialises each residual block (memory only; the same results).
+    """
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg["dtype"]]
     backbone = ResNet(stage_sizes=tuple(model_cfg["stage_sizes"]), width=int(model_cfg["width"]),
-                      dtype=dtype)
+                      dtype=dtype, remat=bool(remat))
     return Classifier(backbone=backbone, dropout_rate=float(dropout_rate))
 
 

@@ -16,6 +16,7 @@ program steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -154,3 +155,22 @@ def make_member_train_step(model: Classifier, tx: optax.GradientTransformation,
         return train_step(state, batch, pool, model=model, tx=tx, augment=augment)
 
     return member_train_step
+
+
+def with_matmul_precision(fn: Callable, precision: str) -> Callable:
+    """`fn` traced under `jax.default_matmul_precision(precision)` (config.execution.matmul_precision).
+
+    'default' leaves XLA's choice: on recent NVIDIA GPUs (Ampere and later) float32 matmuls and
+    convolutions then run as TF32 (10-bit mantissa inputs), on TPU as bfloat16 passes; 'highest'
+    asks for full float32. The context is entered while `fn` is traced, which is when the
+    precision of every dot and convolution is fixed.
+    """
+    if precision == "default":
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return wrapped
