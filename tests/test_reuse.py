@@ -200,7 +200,7 @@ def test_tag_box_holds_every_tag_pixel():
 def test_tag_region_covers_the_pools_tag(sweep):
     (lm,) = members_lib.load(sweep["root"], [P1])
     config = lm.program_config(data_dir=sweep["tfds"])
-    from sourcematters_jax.train.loop import load_data
+    from sourcematters_jax.train.inputs import load_data
 
     images = load_data(config).pool.images.astype(int)
     changed = (images[:, 1] != images[:, 0]).any(axis=0)

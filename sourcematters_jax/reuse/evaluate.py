@@ -23,7 +23,7 @@ from sourcematters_jax.data.types import TEST_SPLITS, ExperimentData
 from sourcematters_jax.reuse.members import LoadedMember, ReuseInputError, check_compatible
 from sourcematters_jax.reuse.runner import MemberWeights, pack_splits, run_members
 from sourcematters_jax.train import evaluate as evaluate_lib, results, state as state_lib
-from sourcematters_jax.train.loop import load_data
+from sourcematters_jax.train.inputs import load_data
 from sourcematters_jax.train.step import DevicePool, MemberArrays
 
 CROSS_COLUMNS = ("trained_on", "evaluated_on")
