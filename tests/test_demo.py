@@ -1,11 +1,24 @@
 """The demo: its console table, and the whole pipeline (source pretraining, sweep, training,
 report) on a tiny config."""
 
+import logging
 import pathlib
 
 import pandas as pd
+import pytest
 
 from sourcematters_jax import demo
+
+
+@pytest.fixture(autouse=True)
+def restore_logging_levels():
+    """demo --quiet lowers absl's verbosity and the root level for its process: give the rest of
+    this test worker (tests that read INFO logs) its levels back."""
+    absl_logger, root = logging.getLogger("absl"), logging.getLogger()
+    levels = absl_logger.level, root.level
+    yield
+    absl_logger.setLevel(levels[0])  # NOTSET again, not set_verbosity's explicit level
+    root.setLevel(levels[1])
 
 # configs/demo.py shrunk to seconds: two seeds, p_art 0 and 1, one ResNet stage, 32 px images from
 # synthetic X-rays generated at 64 px, one epoch; the sources pretrained for one epoch of 8 images
