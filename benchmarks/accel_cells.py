@@ -98,7 +98,7 @@ class SyntheticExperiment:
 def grid(spec: dict[str, Any]) -> dict[str, Any]:
     import json
 
-    from launch import config_io
+    from sourcematters_jax.launch import config_io
     from sourcematters_jax.train.loop import train_and_evaluate
 
     repo = pathlib.Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ Expected (paper, mean o.o.d. AUC): ImageNet .81 -> .33 (p_art=.5) -> .14 (p_art=
 .84 -> .45 -> .24; random init .52 -> .07 (a strong confounder: every source learns it).
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

@@ -14,7 +14,7 @@ Expected (paper, mean o.o.d. AUC): ImageNet .82 -> .69 (p_art=.5) -> .50 (p_art=
 .81 -> .80 -> .68; random init .75 -> .57.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

@@ -16,7 +16,7 @@ Arguments (after ':'): p_art, seed, source ('+'-separated), e.g. configs/demo.py
 What to expect is in the README's demo section (measured numbers and times).
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ Expected (paper, mean o.o.d. AUC): ImageNet .86 -> .58 (p_art=.5) -> .17 (p_art=
 .86 -> .80 -> .70; random init about .72. ImageNet vs RadImageNet: p = 0.0079 at p_art .5 and 1.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

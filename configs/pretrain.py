@@ -13,7 +13,7 @@ Every other field is a `--config.KEY=VALUE` override (sourcematters_jax/pretrain
 them). The result, WORKDIR/backbone, is used as `--config.sources.NAME=WORKDIR/backbone`.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 from sourcematters_jax.data.source_images import BUILDER_OPTIONS, SOURCE_DATASETS
 from sourcematters_jax.pretrain.config import base_config
 

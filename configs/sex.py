@@ -12,7 +12,7 @@ Expected (paper, mean o.o.d. AUC): ImageNet .69 -> .38 (p_art=.5) -> .11 (p_art=
 .71 -> .53 -> .17; random init .58 -> .45. ImageNet vs RadImageNet: p = 0.0079 at p_art .1/.5/.8/1.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

@@ -21,7 +21,7 @@ tiny model learns little of the disease itself). The 'random_div255' members lea
 Arguments (after ':'): strategy (vmap | groups | lax_map | loop | auto), epochs, pretrained (a directory).
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 from sourcematters_jax.train.config import base_config
 
 

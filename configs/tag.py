@@ -26,7 +26,7 @@ i.i.d. AUC stays .80-1.00 for both pretrained sources. ImageNet vs RadImageNet a
 permutation p = 0.0079.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

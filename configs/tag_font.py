@@ -19,7 +19,7 @@ synthetic tag is a 48 px letter on 256 px images (tag_scale 3), resized to 64 px
 ExtraLight strokes are about one pixel wide.
 """
 
-from configs import common, demo
+from sourcematters_jax.configs import common, demo
 
 
 def get_config(arg=None):

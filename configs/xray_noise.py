@@ -17,7 +17,7 @@ Expected (paper, mean o.o.d. AUC): ImageNet .82 -> .31 (p_art=.5) -> .00 (p_art=
 .82 -> .29 -> .04; random init .67 -> .42. No significant ImageNet vs RadImageNet difference.
 """
 
-from configs import common
+from sourcematters_jax.configs import common
 
 
 def get_config(arg=None):

@@ -1,4 +1,4 @@
-"""Command line: python -m convert_weights --input FILE.h5 --output DIR [--source NAME] ..."""
+"""Command line: python -m sourcematters_jax.convert_weights --input FILE.h5 --output DIR [--source NAME] ..."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from convert_weights.convert import convert
-from convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.convert import convert
+from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax import cli_errors, preprocessing
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m convert_weights",
+        prog="python -m sourcematters_jax.convert_weights",
         description="Convert Keras ResNet50 (v1) weights (.h5) into a Flax/Orbax checkpoint for "
                     "sourcematters_jax. Reads legacy Keras weight files (keras-applications), "
                     "legacy full-model files (RadImageNet) and Keras 3 .weights.h5 files.")
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the converter; returns the exit status (0 ok, 2 refused, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    return cli_errors.guard("convert_weights", _convert, args)
+    return cli_errors.guard("sourcematters_jax.convert_weights", _convert, args)
 
 
 def _convert(args: argparse.Namespace) -> int:

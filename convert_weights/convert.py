@@ -12,9 +12,9 @@ import pathlib
 import re
 from typing import Any
 
-from convert_weights.errors import ConversionError
-from convert_weights.h5_reader import read_keras_weights
-from convert_weights.resnet_mapping import keras_to_flax
+from sourcematters_jax.convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.h5_reader import read_keras_weights
+from sourcematters_jax.convert_weights.resnet_mapping import keras_to_flax
 from sourcematters_jax import __version__, preprocessing, pretrained
 
 _SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
@@ -116,7 +116,7 @@ def convert(input_path: str | pathlib.Path, output: str | pathlib.Path, *,
     }
     if verify:
         try:
-            from convert_weights import keras_parity  # deferred: imports keras
+            from sourcematters_jax.convert_weights import keras_parity  # deferred: imports keras
         except ImportError as e:
             raise ConversionError(f"--verify needs keras ({e}); install the 'parity' extra: "
                                   "pip install 'sourcematters-jax[parity]'") from None

@@ -22,9 +22,9 @@ from typing import Any
 
 import h5py
 
-from convert_weights.errors import ConversionError
-from convert_weights.export_h5 import flax_to_keras, update_export_metadata, write_keras_h5
-from convert_weights.export_sources import load_source
+from sourcematters_jax.convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.export_h5 import flax_to_keras, update_export_metadata, write_keras_h5
+from sourcematters_jax.convert_weights.export_sources import load_source
 from sourcematters_jax import __version__
 
 
@@ -78,14 +78,14 @@ def export(input_dir: str | pathlib.Path, output: str | pathlib.Path, *,
     layers = flax_to_keras(source.architecture["stage_sizes"], source.backbone, head)
     record = {**source.record, "architecture": source.architecture,
               "include_head": include_head,
-              "exporter": f"convert_weights.export (sourcematters_jax {__version__})"}
+              "exporter": f"sourcematters_jax.convert_weights.export (sourcematters_jax {__version__})"}
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp-{uuid.uuid4().hex[:8]}.h5")
     try:
         write_keras_h5(tmp, layers, record)
         if verify:
             try:
-                from convert_weights import export_verify  # deferred: imports keras
+                from sourcematters_jax.convert_weights import export_verify  # deferred: imports keras
             except ImportError as e:
                 raise ConversionError(f"--verify needs keras ({e}); install the 'parity' extra: "
                                       "pip install 'sourcematters-jax[parity]'") from None

@@ -1,6 +1,6 @@
 """Command line: sourcematters export --input DIR --output FILE.h5 [--member ID] [--include-head]
 
-Also `python -m convert_weights.export_cli`. See convert_weights/export.py and
+Also `python -m sourcematters_jax.convert_weights.export_cli`. See convert_weights/export.py and
 docs/convert_weights.md ("Export to Keras").
 """
 
@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from convert_weights.errors import ConversionError
-from convert_weights.export import export
+from sourcematters_jax.convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.export import export
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,8 +31,8 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-from convert_weights.errors import ConversionError
-from convert_weights.resnet_mapping import KERAS_VARS
+from sourcematters_jax.convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.resnet_mapping import KERAS_VARS
 
 # The legacy-format generation written (see the module docstring): any Keras >= 2 reads it as is.
 KERAS_FORMAT_VERSION = "2.2.4"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-from convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax import pretrained, variables_io
 from sourcematters_jax.train import checkpoints
 

@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from convert_weights.export_h5 import HEAD_LAYER
-from convert_weights.export_sources import ExportSource
-from convert_weights.keras_parity import build_keras_resnet
+from sourcematters_jax.convert_weights.export_h5 import HEAD_LAYER
+from sourcematters_jax.convert_weights.export_sources import ExportSource
+from sourcematters_jax.convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax import preprocessing, pretrained
 
 

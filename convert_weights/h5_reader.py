@@ -29,7 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.errors import ConversionError
 
 LAYOUTS = ("keras_legacy_weights", "keras_legacy_model", "keras3_weights")
 

@@ -23,8 +23,8 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 from keras.src.applications.resnet import stack_residual_blocks_v1  # noqa: E402
 
-from convert_weights.errors import ConversionError  # noqa: E402
-from convert_weights.h5_reader import KerasWeights  # noqa: E402
+from sourcematters_jax.convert_weights.errors import ConversionError  # noqa: E402
+from sourcematters_jax.convert_weights.h5_reader import KerasWeights  # noqa: E402
 from sourcematters_jax.models.resnet import BN_EPSILON, RESNET50_STAGE_SIZES  # noqa: E402
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from convert_weights.errors import ConversionError
-from convert_weights.h5_reader import KerasWeights, Tensors
+from sourcematters_jax.convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.h5_reader import KerasWeights, Tensors
 from sourcematters_jax import pretrained
 from sourcematters_jax.models.resnet import BN_EPSILON
 

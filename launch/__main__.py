@@ -1,7 +1,7 @@
-"""`python -m launch ...` is `sourcematters sweep ...`."""
+"""`python -m sourcematters_jax.launch ...` is `sourcematters sweep ...`."""
 
 import sys
 
-from launch.sweep import main
+from sourcematters_jax.launch.sweep import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 One process (the default) trains the programs one after another in the launching process, with
 its logging on the console: the simplest path and the demo's. With `processes=N > 1`, up to N
-programs run at once, each as `python -m launch.program --root=ROOT --program=K` with its output in
+programs run at once, each as `python -m sourcematters_jax.launch.program --root=ROOT --program=K` with its output in
 `ROOT/logs/program_K.log` (useful on a machine with several accelerators: give each process its
 own devices through the environment, e.g. CUDA_VISIBLE_DEVICES, in `env_for`).
 """
@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Callable, Mapping, Sequence
 
-from launch import plan as plan_lib
-from launch import program as program_lib
+from sourcematters_jax.launch import plan as plan_lib
+from sourcematters_jax.launch import program as program_lib
 
 
 def _print(message: str) -> None:
@@ -35,7 +35,34 @@ def run_in_process(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program]) ->
 
 def program_command(plan: plan_lib.Plan, program: plan_lib.Program) -> list[str]:
     """The command line that trains `program` in a fresh process."""
-    return [sys.executable, "-m", "launch.program", f"--root={plan.root}", f"--program={program.index}"]
+    return [sys.executable, "-m", "sourcematters_jax.launch.program", f"--root={plan.root}", f"--program={program.index}"]
+
+
+PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
+_lazy_launcher = False  # True once this process turned preallocation off for itself only
+
+
+def launcher_allocates_lazily() -> None:
+    """Keep this launcher's own JAX from preallocating the accelerator its children train on.
+
+    Planning compiles a member step in the launcher; on a GPU, JAX's default allocator would then
+    take 75% of the device in this process, and `--processes` children would run out of memory.
+    Preallocation is turned off here (unless the user chose a value), and `child_environment`
+    gives the children JAX's default back. Call before JAX starts its backend.
+    """
+    global _lazy_launcher
+    if PREALLOCATE not in os.environ:
+        os.environ[PREALLOCATE] = "false"
+        _lazy_launcher = True
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a program subprocess: this one's plus `extra`, without the launcher's
+    own allocator setting (`launcher_allocates_lazily`)."""
+    env = dict(os.environ)
+    if _lazy_launcher:
+        env.pop(PREALLOCATE, None)
+    return {**env, **(extra or {})}
 
 
 def run_processes(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], processes: int,
@@ -66,7 +93,7 @@ def run_processes(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], pro
             for slot in range(processes):
                 if slot not in running and queue:
                     program = queue.pop(0)
-                    env = {**os.environ, **(env_for(slot) if env_for else {})}
+                    env = child_environment(env_for(slot) if env_for else None)
                     log_path = logs / f"{program.name}.log"
                     with open(log_path, "w") as log_file:
                         proc = subprocess.Popen(program_command(plan, program), stdout=log_file,

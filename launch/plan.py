@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from launch import config_io
+from sourcematters_jax.launch import config_io
 from sourcematters_jax.members import MEMBER_FIELDS, Member, expand_sweep
 
 MANIFEST = "sweep.json"

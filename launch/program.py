@@ -1,6 +1,6 @@
 """Run programs of a launched sweep: the one job every executor (local, Slurm, TPU VM) runs.
 
-    python -m launch.program --root=ROOT --program=3 [--program=7 ...] [--distributed]
+    python -m sourcematters_jax.launch.program --root=ROOT --program=3 [--program=7 ...] [--distributed]
 
 reads `ROOT/sweep.json`, rebuilds the sweep's config from its recorded spec (run it from the
 directory the sweep was launched from, i.e. the repository root), and trains each listed program
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import ml_collections
 
-from launch import plan as plan_lib
+from sourcematters_jax.launch import plan as plan_lib
 from sourcematters_jax.host_devices import use_one_host_device_per_core
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def run_program(root: str | pathlib.Path, index: int, *,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m launch.program",
+        prog="python -m sourcematters_jax.launch.program",
         description="Train programs of a launched sweep (skips finished ones, resumes interrupted ones).")
     parser.add_argument("--root", required=True, help="sweep root directory holding sweep.json")
     parser.add_argument("--program", type=int, action="append", required=True,

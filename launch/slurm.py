@@ -24,8 +24,8 @@ import ml_collections
 os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
 import submitit  # noqa: E402
 
-from launch import plan as plan_lib
-from launch import program as program_lib
+from sourcematters_jax.launch import plan as plan_lib
+from sourcematters_jax.launch import program as program_lib
 
 
 class ProgramJob(submitit.helpers.Checkpointable):

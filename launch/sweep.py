@@ -1,4 +1,4 @@
-r"""`sourcematters sweep` (also `python -m launch`): plan a config's sweep and run its programs.
+r"""`sourcematters sweep` (also `python -m sourcematters_jax.launch`): plan a config's sweep and run its programs.
 
     sourcematters sweep --config=configs/tag.py:weights=W [--config.KEY=VALUE ...] --root=DIR \
         [--executor=local|slurm|submitit_local|tpu] [budget flags] [executor flags] [--dry_run]
@@ -29,10 +29,10 @@ from typing import Sequence
 
 import ml_collections
 
-from launch import config_io, preflight
-from launch import memory as memory_lib
-from launch import plan as plan_lib
-from launch import program as program_lib
+from sourcematters_jax.launch import config_io, preflight
+from sourcematters_jax.launch import memory as memory_lib
+from sourcematters_jax.launch import plan as plan_lib
+from sourcematters_jax.launch import program as program_lib
 from sourcematters_jax import cli_errors, workdir_lock
 
 EXECUTORS = ("local", "slurm", "submitit_local", "tpu")
@@ -139,7 +139,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--device_memory_gib must be >= 0, got {args.device_memory_gib}")
     if args.executor == "local" and args.distributed:
         parser.error("--distributed needs a multi-host executor (slurm, tpu); to run one program "
-                     "across hosts by hand, run `python -m launch.program --distributed` on each")
+                     "across hosts by hand, run `python -m sourcematters_jax.launch.program --distributed` on each")
     if args.executor == "tpu" and not (args.tpu_name and args.tpu_zone):
         parser.error("--executor=tpu needs --tpu_name (one or more) and --tpu_zone")
 
@@ -276,7 +276,7 @@ def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
     distributed = args.distributed or args.nodes > 1 or args.tasks_per_node > 1
 
     if args.executor == "tpu":
-        from launch import tpu
+        from sourcematters_jax.launch import tpu
 
         commands = tpu.tpu_commands(plan, pending, tpus=args.tpu_name, zone=args.tpu_zone,
                                     project=args.tpu_project, repo_dir=args.tpu_repo_dir,
@@ -289,7 +289,7 @@ def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
     elif not pending:
         pass
     elif args.executor == "local":
-        from launch import local
+        from sourcematters_jax.launch import local
 
         plan_lib.write_manifest(plan)
         if args.processes > 1:
@@ -297,7 +297,7 @@ def run(plan: plan_lib.Plan, args: argparse.Namespace) -> None:
         else:
             local.run_in_process(plan, pending)
     else:
-        from launch import slurm
+        from sourcematters_jax.launch import slurm
 
         plan_lib.write_manifest(plan)
         cluster = "slurm" if args.executor == "slurm" else "local"
@@ -330,7 +330,7 @@ def dry_run(args: argparse.Namespace, config: ml_collections.ConfigDict, overrid
     plan = plan_sweep(args, config, overrides, ignore_manifest=args.fresh or bool(replace))
     print_plan(plan, args.show_members, pending=plan.programs if args.fresh else None)
     if args.executor == "tpu":
-        from launch import tpu
+        from sourcematters_jax.launch import tpu
 
         for command in tpu.tpu_commands(plan, plan.pending(), tpus=args.tpu_name, zone=args.tpu_zone,
                                         project=args.tpu_project, repo_dir=args.tpu_repo_dir,
@@ -378,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(parser_args)
     check_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from sourcematters_jax.launch import local
+
+    local.launcher_allocates_lazily()  # planning must not take the GPU its children train on
     program_lib.setup_job()
     with cli_errors.terminate_on_sigterm():
         return cli_errors.guard(parser.prog, launch, args, overrides)

@@ -4,7 +4,7 @@ Programs are dealt round-robin to the named TPU VMs; each VM gets one command th
 programs one after another on all its workers:
 
     gcloud compute tpus tpu-vm ssh NAME --zone=ZONE [--project=P] --worker=all \
-      --command='cd REPO && python3 -m launch.program --root=ROOT --program=0 --program=2 --distributed'
+      --command='cd REPO && python3 -m sourcematters_jax.launch.program --root=ROOT --program=0 --program=2 --distributed'
 
 With `--distributed` (the default for TPU VMs) every worker calls `jax.distributed.initialize()`,
 which finds its peers from the TPU metadata, so a pod slice trains one program together.
@@ -19,7 +19,7 @@ import shlex
 import subprocess
 from typing import Sequence
 
-from launch import plan as plan_lib
+from sourcematters_jax.launch import plan as plan_lib
 
 
 def tpu_commands(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], *, tpus: Sequence[str],
@@ -35,7 +35,7 @@ def tpu_commands(plan: plan_lib.Plan, programs: Sequence[plan_lib.Program], *, t
         mine = programs[i::len(tpus)]
         if not mine:
             continue
-        remote = [python, "-m", "launch.program", f"--root={plan.root}",
+        remote = [python, "-m", "sourcematters_jax.launch.program", f"--root={plan.root}",
                   *[f"--program={p.index}" for p in mine]]
         if distributed:
             remote.append("--distributed")

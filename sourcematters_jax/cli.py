@@ -2,8 +2,8 @@
 
     sourcematters demo      the synthetic chest X-ray study end to end (sourcematters_jax.demo)
     sourcematters train     train one program from a config    (python -m sourcematters_jax.main)
-    sourcematters sweep     plan and launch a config's sweep   (python -m launch)
-    sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m convert_weights)
+    sourcematters sweep     plan and launch a config's sweep   (python -m sourcematters_jax.launch)
+    sourcematters convert   Keras .h5 weights -> Flax checkpoint (python -m sourcematters_jax.convert_weights)
     sourcematters export    backbone / fine-tuned member -> Keras .h5 (convert_weights.export_cli)
     sourcematters pretrain  pretrain a source backbone on a dataset (python -m sourcematters_jax.pretrain.cli)
     sourcematters report    results tables -> summary, figures, tests (python -m sourcematters_jax.results.report)
@@ -60,11 +60,11 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "train": ("train one program (members of a config) into a workdir: --config=FILE[:ARG] "
               "--workdir=DIR [--config.KEY=VALUE ...]", _train),
     "sweep": ("plan a config's sweep into programs and run them locally, on Slurm or on TPU VMs",
-              _module_main("launch.sweep", "sweep")),
+              _module_main("sourcematters_jax.launch.sweep", "sweep")),
     "convert": ("convert Keras ResNet50 .h5 weights (ImageNet, RadImageNet) into a Flax checkpoint",
-                _module_main("convert_weights.cli", "convert")),
+                _module_main("sourcematters_jax.convert_weights.cli", "convert")),
     "export": ("a backbone checkpoint or a fine-tuned member -> Keras .h5 (keras-applications)",
-               _module_main("convert_weights.export_cli", "export")),
+               _module_main("sourcematters_jax.convert_weights.export_cli", "export")),
                     "pretrain": ("pretrain a source backbone (ResNet + linear classifier) on a dataset or image folder",
                  _module_main("sourcematters_jax.pretrain.cli", "pretrain")),
     "report": ("summarise results tables: summary, figures, permutation tests, paper comparison",

@@ -3,7 +3,7 @@
 Every program of a sweep has the same shapes (`config.pad_to_sweep`), so with the cache on the
 first program compiles and every later one, in any process on a machine that shares the
 directory, loads the executables from disk instead (seconds instead of minutes for ResNet50).
-`python -m launch.program` (every executor) uses ROOT/jax_cache under the sweep root;
+`python -m sourcematters_jax.launch.program` (every executor) uses ROOT/jax_cache under the sweep root;
 `python -m sourcematters_jax.main` uses the user cache directory. JAX_COMPILATION_CACHE_DIR, when
 set, is always kept.
 """

@@ -37,7 +37,7 @@ DATA_DIR = "tfds"  # the synthetic dataset is built into ROOT/tfds unless --conf
 
 
 def default_config_path() -> str:
-    import configs
+    from sourcematters_jax import configs
 
     return str(pathlib.Path(configs.__file__).resolve().parent / "demo.py")
 
@@ -130,7 +130,7 @@ def _setup(quiet: bool) -> None:
                         force=True)
     # TensorFlow only writes TensorBoard files here; this keeps its oneDNN banner off the console.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from launch import program
+    from sourcematters_jax.launch import program
 
     program.setup_job()  # before JAX starts its backend
     logging.getLogger("absl").addFilter(_DropScalarEcho())
@@ -153,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup(args.quiet)
     start = time.time()
 
-    from launch import config_io, local
-    from launch import plan as plan_lib
+    from sourcematters_jax.launch import config_io, local
+    from sourcematters_jax.launch import plan as plan_lib
     from sourcematters_jax import demo_sources
     from sourcematters_jax.results import report
 

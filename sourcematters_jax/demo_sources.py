@@ -24,7 +24,7 @@ SOURCES_DIR = "sources"
 
 
 def pretrain_config_path() -> str:
-    import configs
+    from sourcematters_jax import configs
 
     return str(pathlib.Path(configs.__file__).resolve().parent / "pretrain.py")
 
@@ -38,7 +38,7 @@ def to_pretrain(config: ml_collections.ConfigDict) -> list[str]:
 def pretrain_config(name: str, config: ml_collections.ConfigDict, data_dir: str | pathlib.Path,
                     extra: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """configs/pretrain.py's tiny recipe on the source's dataset, with the demo model's shape."""
-    from launch import config_io
+    from sourcematters_jax.launch import config_io
 
     stages = ", ".join(str(int(s)) for s in config.model.stage_sizes)
     overrides = [f"--config.data_dir={data_dir}", f"--config.image_size={config.image_size}",

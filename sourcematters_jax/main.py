@@ -54,7 +54,7 @@ def check_config_flags(argv: Sequence[str]) -> None:
     Raises:
       FileNotFoundError, KeyError, ValueError: as `launch.config_io.load_config`.
     """
-    from launch import config_io
+    from sourcematters_jax.launch import config_io
 
     spec, overrides = None, []
     args = iter(argv)

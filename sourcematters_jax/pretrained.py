@@ -1,6 +1,6 @@
 """Converted pretrained backbones: save, load, and strict merging into a model.
 
-A converted checkpoint is a directory written by `python -m convert_weights`:
+A converted checkpoint is a directory written by `python -m sourcematters_jax.convert_weights`:
 
   DIR/metadata.json   format version, source, input file name and sha256, architecture,
                       the preprocessing mode the source expects (see `preprocessing.py`)
@@ -221,7 +221,7 @@ def read_metadata(directory: PathLike) -> dict[str, Any]:
     """The validated metadata.json of a converted checkpoint."""
     path = pathlib.Path(directory) / METADATA_FILE
     meta = variables_io.read_metadata(
-        directory, "a converted checkpoint (make one with `python -m convert_weights`)")
+        directory, "a converted checkpoint (make one with `python -m sourcematters_jax.convert_weights`)")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: 'format' is not {FORMAT!r}")
     version = meta.get("format_version")

@@ -11,9 +11,9 @@ import pytest
 from sourcematters_jax import cli
 
 # command -> module whose build_parser() the command runs (or "module:parser function")
-ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "launch.sweep",
-                     "convert": "convert_weights.cli", "pretrain": "sourcematters_jax.pretrain.cli",
-                     "export": "convert_weights.export_cli", "report": "sourcematters_jax.results.report",
+ARGPARSE_COMMANDS = {"demo": "sourcematters_jax.demo", "sweep": "sourcematters_jax.launch.sweep",
+                     "convert": "sourcematters_jax.convert_weights.cli", "pretrain": "sourcematters_jax.pretrain.cli",
+                     "export": "sourcematters_jax.convert_weights.export_cli", "report": "sourcematters_jax.results.report",
                      "evaluate": "sourcematters_jax.reuse.cli:evaluate_parser",
                      "saliency": "sourcematters_jax.reuse.cli:saliency_parser",
                      "features": "sourcematters_jax.reuse.cli:features_parser",
@@ -64,6 +64,6 @@ def test_console_script_is_installed():
     exe = shutil.which("sourcematters") or pytest.fail("the sourcematters console script is not installed")
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "sweep" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "launch", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "sourcematters_jax.launch", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "--members_per_program" in result.stdout

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from launch import config_io, plan as plan_lib, sweep
+from sourcematters_jax.launch import config_io, plan as plan_lib, sweep
 from sourcematters_jax import cli, cli_errors, workdir_lock
 from sourcematters_jax.train import config as config_lib, loop, summaries
 
@@ -227,7 +227,7 @@ def test_ctrl_c_in_a_command_is_exit_130_and_one_line(tmp_path):
 
 
 def test_convert_names_a_missing_or_corrupt_input_before_guessing_the_source(tmp_path, capsys):
-    from convert_weights import cli as convert_cli
+    from sourcematters_jax.convert_weights import cli as convert_cli
 
     missing = tmp_path / "nodir" / "weights.h5"
     assert convert_cli.main(["--input", str(missing), "--output", str(tmp_path / "o")]) == 2

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from launch import config_io, plan
+from sourcematters_jax.launch import config_io, plan
 from sourcematters_jax.members import MEMBER_FIELDS, P_ART_GRID
 from sourcematters_jax.train.config import validate
 

@@ -21,9 +21,9 @@ import pytest
 from flax import traverse_util
 from keras.src.legacy.saving import legacy_h5_format
 
-from convert_weights import ConversionError, convert
-from convert_weights.cli import main
-from convert_weights.keras_parity import build_keras_resnet
+from sourcematters_jax.convert_weights import ConversionError, convert
+from sourcematters_jax.convert_weights.cli import main
+from sourcematters_jax.convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax import pretrained
 from sourcematters_jax.models import ResNet50
 
@@ -370,7 +370,7 @@ def test_source_and_preprocessing_rules(tmp_path):
 def test_python_dash_m_entry_point(tmp_path):
     garbage = tmp_path / "x.h5"
     garbage.write_text("hello")
-    proc = subprocess.run([sys.executable, "-m", "convert_weights", "--input", str(garbage),
+    proc = subprocess.run([sys.executable, "-m", "sourcematters_jax.convert_weights", "--input", str(garbage),
                            "--output", str(tmp_path / "out"), "--source", "imagenet"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

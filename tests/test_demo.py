@@ -24,7 +24,7 @@ def restore_logging_levels():
 # synthetic X-rays generated at 64 px, one epoch; the sources pretrained for one epoch of 8 images
 # per class (PRETRAIN_TINY).
 TINY_DEMO = """
-from configs import demo
+from sourcematters_jax.configs import demo
 
 def get_config(arg=None):
     config = demo.get_config(arg)

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from convert_weights import ConversionError, convert, read_keras_weights
-from convert_weights.export import export
-from convert_weights.export_cli import main
-from convert_weights.export_h5 import (flax_to_keras, keras_layer_order, read_export_metadata,
+from sourcematters_jax.convert_weights import ConversionError, convert, read_keras_weights
+from sourcematters_jax.convert_weights.export import export
+from sourcematters_jax.convert_weights.export_cli import main
+from sourcematters_jax.convert_weights.export_h5 import (flax_to_keras, keras_layer_order, read_export_metadata,
                                        write_keras_h5)
-from convert_weights.keras_parity import build_keras_resnet
+from sourcematters_jax.convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax import pretrained
 from sourcematters_jax.members import Member
 from sourcematters_jax.train import checkpoints

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from launch import config_io, memory, plan, sweep, tpu
+from sourcematters_jax.launch import config_io, memory, plan, sweep, tpu
 from sourcematters_jax.train import memory as step_memory
 from sourcematters_jax.members import Member
 
@@ -163,7 +163,7 @@ def test_tpu_command_runs_each_vms_programs_on_all_workers(tmp_path):
     remote = commands[0][9]
     assert remote.startswith("--command=cd ~/sm && ")
     args = shlex.split(remote.split(" && ", 1)[1])
-    assert args[:3] == ["python3", "-m", "launch.program"]
+    assert args[:3] == ["python3", "-m", "sourcematters_jax.launch.program"]
     assert f"--root={tmp_path}" in args and "--distributed" in args
     assert [a for a in args if a.startswith("--program=")] == ["--program=0", "--program=2"]
     assert "--program=1" in commands[1][9]

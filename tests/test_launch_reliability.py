@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from launch import plan as plan_lib, sweep
+from sourcematters_jax.launch import plan as plan_lib, sweep
 from sourcematters_jax import workdir_lock
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPA
 # configs/smoke.py with one source (2 members: p_art 0 and 1), one ResNet stage, images generated
 # at 64 px: two one-member programs that take seconds each once the data are built.
 CONFIG = """
-from configs import smoke
+from sourcematters_jax.configs import smoke
 
 def get_config(arg=None):
     config = smoke.get_config(arg)
@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
 
 
 def command(base, root, *extra, epochs=1):
-    return [sys.executable, "-m", "launch", f"--config={base / 'tiny_smoke.py'}:epochs={epochs}",
+    return [sys.executable, "-m", "sourcematters_jax.launch", f"--config={base / 'tiny_smoke.py'}:epochs={epochs}",
             f"--root={root}", "--members_per_program=1", f"--config.data_dir={base / 'tfds'}",
             "--config.checkpoint_every_epochs=1", *extra]
 
@@ -141,7 +141,7 @@ def test_sigterm_stops_the_launchers_programs_and_they_resume(setup, capsys):
 def test_ctrl_c_stops_every_subprocess(tmp_path, monkeypatch):
     # A real SIGINT to this process while run_processes waits on two programs (here stand-ins
     # that sleep): KeyboardInterrupt unwinds through its finally, which stops both.
-    from launch import local
+    from sourcematters_jax.launch import local
 
     plan = plan_lib.Plan(tmp_path, None, [], [plan_lib.Program(i, i, i + 1, "tag") for i in range(3)],
                          config_spec="unused")
@@ -167,3 +167,22 @@ def test_ctrl_c_stops_every_subprocess(tmp_path, monkeypatch):
     assert len(started) == 2  # the third never started
     assert all(proc.poll() is not None for proc in started)  # both stopped and reaped
     assert [proc.returncode for proc in started] == [-signal.SIGTERM] * 2
+
+
+def test_the_launcher_does_not_preallocate_the_gpu_its_children_train_on(monkeypatch):
+    # Planning compiles a step in the launcher: its JAX must not take 75% of a GPU, while the
+    # program subprocesses keep JAX's default allocator (or the user's explicit choice).
+    from sourcematters_jax.launch import local
+
+    monkeypatch.delenv(local.PREALLOCATE, raising=False)
+    monkeypatch.setattr(local, "_lazy_launcher", False)
+    local.launcher_allocates_lazily()
+    assert os.environ[local.PREALLOCATE] == "false"
+    assert local.PREALLOCATE not in local.child_environment({"A": "1"})
+    assert local.child_environment({"A": "1"})["A"] == "1"
+
+    monkeypatch.setenv(local.PREALLOCATE, "true")  # the user's own setting is kept everywhere
+    monkeypatch.setattr(local, "_lazy_launcher", False)
+    local.launcher_allocates_lazily()
+    assert os.environ[local.PREALLOCATE] == "true"
+    assert local.child_environment()[local.PREALLOCATE] == "true"

@@ -6,12 +6,12 @@ import socket
 import subprocess
 import sys
 
-from launch import plan as plan_lib, sweep
+from sourcematters_jax.launch import plan as plan_lib, sweep
 
 # configs/smoke.py with one source (2 members: p_art 0 and 1), one ResNet stage (quicker to
 # compile), and the synthetic images generated at 64 px instead of 256 (seconds to build, not a minute).
 CONFIG = """
-from configs import smoke
+from sourcematters_jax.configs import smoke
 
 def get_config(arg=None):
     config = smoke.get_config(arg)
@@ -63,7 +63,7 @@ def test_two_program_smoke_sweep_then_relaunch_skips_both(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    job = subprocess.run([sys.executable, "-m", "launch.program", f"--root={root}", "--program=0",
+    job = subprocess.run([sys.executable, "-m", "sourcematters_jax.launch.program", f"--root={root}", "--program=0",
                           "--program=1", "--distributed", f"--coordinator_address=localhost:{port}",
                           "--num_processes=1", "--process_id=0"],
                          capture_output=True, text=True, timeout=120)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from convert_weights.keras_parity import build_keras_resnet
+from sourcematters_jax.convert_weights.keras_parity import build_keras_resnet
 from sourcematters_jax.models import BN_EPSILON, BN_MOMENTUM, ResNet50, TinyResNet
 
 STAGES, WIDTH = (1, 2), 4

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import lidc_download
-from configs import ct_noise
+from sourcematters_jax.configs import ct_noise
 from sourcematters_jax import cli
 from sourcematters_jax.data import lidc, load_experiment, prepare_lidc
 

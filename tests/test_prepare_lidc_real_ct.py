@@ -16,7 +16,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from configs import ct_noise as ct_noise_config
+from sourcematters_jax.configs import ct_noise as ct_noise_config
 from sourcematters_jax.data import confounders, lidc
 
 MUSCLE = (slice(95, 118), slice(88, 120))

@@ -17,9 +17,9 @@ import pytest
 from flax import traverse_util
 from PIL import Image
 
-from configs import smoke
+from sourcematters_jax.configs import smoke
 from fake_experiment import make_experiment
-from launch import config_io
+from sourcematters_jax.launch import config_io
 from sourcematters_jax import pretrained
 from sourcematters_jax.data import source_images
 from sourcematters_jax.data.source_builders import SOURCE_BUILDERS

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from launch import config_io, local, plan as plan_lib
+from sourcematters_jax.launch import config_io, local, plan as plan_lib
 from sourcematters_jax import cli
 from sourcematters_jax.data import confounders
 from sourcematters_jax.models import ResNet
@@ -22,7 +22,7 @@ from sourcematters_jax.reuse.runner import MemberWeights
 from sourcematters_jax.train import state as state_lib
 
 TINY = """
-from configs import demo
+from sourcematters_jax.configs import demo
 
 def get_config(arg=None):
     config = demo.get_config(arg)

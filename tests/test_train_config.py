@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import smoke
+from sourcematters_jax.configs import smoke
 from fake_experiment import make_experiment
 from sourcematters_jax.train import config as config_lib, packing, results
 from sourcematters_jax.train.loop import CONFIG_FILE, claim_workdir, program_members

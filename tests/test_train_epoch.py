@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import smoke
+from sourcematters_jax.configs import smoke
 from fake_experiment import make_experiment
 from sourcematters_jax import pretrained
 from sourcematters_jax.models import ResNet

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import smoke
+from sourcematters_jax.configs import smoke
 from sourcematters_jax.data import load_experiment
 from sourcematters_jax.train import checkpoints, metrics, packing, state as st, step
 from sourcematters_jax.train.loop import train_and_evaluate

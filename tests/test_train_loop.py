@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import smoke
+from sourcematters_jax.configs import smoke
 from sourcematters_jax import pretrained
 from sourcematters_jax.data import load_experiment
 from sourcematters_jax.models import ResNet

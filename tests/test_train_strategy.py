@@ -116,7 +116,7 @@ def test_groups_program_trains_end_to_end(tmp_path):
 
     import pandas as pd
 
-    from configs import smoke
+    from sourcematters_jax.configs import smoke
     from fake_experiment import make_experiment
     from sourcematters_jax.train.loop import train_and_evaluate
 

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file and argument, e.g. configs/pretrain.py:dataset=synthetic_radiology")
     parser.add_argument("--workdir", required=True, metavar="DIR",
                         help="directory for checkpoints, summaries and the backbone (DIR/backbone)")
-    from launch.program import add_distributed_flags
+    from sourcematters_jax.launch.program import add_distributed_flags
 
     add_distributed_flags(parser)  # one run spanning several hosts, as launch.program does
     return parser
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if a.startswith("--config.")]
     args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
-    from launch import config_io, program
+    from sourcematters_jax.launch import config_io, program
 
     program.setup_job()  # one XLA host device per core on CPU, before JAX starts
     try:

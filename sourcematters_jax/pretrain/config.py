@@ -18,7 +18,7 @@ import json
 
 import ml_collections
 
-from launch.config_io import config_to_dict
+from sourcematters_jax.launch.config_io import config_to_dict
 from sourcematters_jax.train.config import DTYPES
 
 OPTIMIZERS = ("sgd", "adam")

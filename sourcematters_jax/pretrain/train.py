@@ -33,8 +33,8 @@ from absl import logging
 from flax import struct, traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from convert_weights.convert import resolve_source
-from convert_weights.errors import ConversionError
+from sourcematters_jax.convert_weights.convert import resolve_source
+from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax import __version__, preprocessing, pretrained
 from sourcematters_jax.models import Classifier, ResNet
 from sourcematters_jax.pretrain import config as config_lib, data as data_lib

@@ -100,7 +100,7 @@ def _error(command: str, error: Exception) -> int:
 
 def _load(args, overrides):
     """(loaded members, config, config description) for the parsed arguments."""
-    from launch import config_io
+    from sourcematters_jax.launch import config_io
     from sourcematters_jax.reuse import members as members_lib
 
     loaded = members_lib.load(args.workdir, args.member)
@@ -125,7 +125,7 @@ def _run(command: str, parser: argparse.ArgumentParser, argv: Sequence[str] | No
     argv, overrides = _split_overrides(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     _setup()
-    from launch import config_io
+    from sourcematters_jax.launch import config_io
 
     try:
         return work(args, *_load(args, overrides))

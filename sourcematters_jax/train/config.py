@@ -141,7 +141,7 @@ def source_spec(config: ml_collections.ConfigDict, name: str) -> tuple[str, str]
                        f"(known: {sorted(config.sources.keys())})")
     if not spec:
         raise ValueError(f"config.sources.{name} is empty: set it to a checkpoint directory "
-                         "made by `python -m convert_weights`")
+                         "made by `python -m sourcematters_jax.convert_weights`")
     if spec == "random" or spec.startswith("random:"):
         mode = spec.partition(":")[2] or "caffe"
         return "random", mode
