@@ -26,13 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "imagenet, caffe_div255 for radimagenet; required for others)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing converted checkpoint at --output")
-    parser.add_argument("--verify", action="store_true",
-                        help="also load the file with Keras (needs keras) and compare features")
+    add_verify_flags(parser, "also load the file with Keras (needs keras) and compare features",
+                     compared="feature")
+    return parser
+
+
+def add_verify_flags(parser: argparse.ArgumentParser, verify_help: str, compared: str) -> None:
+    """--verify, --verify-image-size, --verify-tolerance: the Keras check, shared by convert and
+    export (`compared` names what is compared: 'feature' or 'output')."""
+    parser.add_argument("--verify", action="store_true", help=verify_help)
     parser.add_argument("--verify-image-size", type=int, default=64,
                         help="side (pixels) of the random input used by --verify (default 64)")
     parser.add_argument("--verify-tolerance", type=float, default=1e-4,
-                        help="largest max-abs feature difference --verify accepts (default 1e-4)")
-    return parser
+                        help=f"largest max-abs {compared} difference --verify accepts (default 1e-4)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from sourcematters_jax.convert_weights import cli as convert_cli
 from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax.convert_weights.export import export
 
@@ -36,13 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "include_top=True, classes=2); convert reads backbone-only files")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing HDF5 file at --output")
-    parser.add_argument("--verify", action="store_true",
-                        help="load the written file with Keras (needs keras) and compare its "
-                             "outputs with the Flax model's; nothing is written if they differ")
-    parser.add_argument("--verify-image-size", type=int, default=64,
-                        help="side (pixels) of the random input used by --verify (default 64)")
-    parser.add_argument("--verify-tolerance", type=float, default=1e-4,
-                        help="largest max-abs output difference --verify accepts (default 1e-4)")
+    convert_cli.add_verify_flags(
+        parser, "load the written file with Keras (needs keras) and compare its outputs with the "
+        "Flax model's; nothing is written if they differ", compared="output")
     return parser
 
 
