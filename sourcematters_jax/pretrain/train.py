@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sourcematters_jax.convert_weights.convert import resolve_source
 from sourcematters_jax.convert_weights.errors import ConversionError
-from sourcematters_jax import __version__, preprocessing, pretrained
+from sourcematters_jax import __version__, atomic_files, preprocessing, pretrained
 from sourcematters_jax.models import Classifier, ResNet
 from sourcematters_jax.pretrain import config as config_lib, data as data_lib
 
@@ -113,9 +113,7 @@ def _claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
                 path.unlink()
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_files.write_json(path, identity)
 
 
 def is_finished(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> bool:

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sourcematters_jax import host_devices, workdir_lock
+from sourcematters_jax import atomic_files, host_devices, workdir_lock
 from sourcematters_jax.data.types import ExperimentData
 from sourcematters_jax.members import Member, select_members
 from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, summaries
@@ -84,7 +84,7 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
         for name in (results.RESULTS_FILE, results.PREDICTIONS_FILE, PROGRAM_FILE, CONFIG_FILE):
             (workdir / name).unlink(missing_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(workdir / CONFIG_FILE, json.loads(config_lib.identity_json(config)))
+    atomic_files.write_json(workdir / CONFIG_FILE, json.loads(config_lib.identity_json(config)))
 
 
 def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member]]:
@@ -223,7 +223,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     table = {"members": rows, "model": config.model.to_dict(), "image_size": config.image_size,
              "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
     table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
-    _write_json(workdir / PROGRAM_FILE, {
+    atomic_files.write_json(workdir / PROGRAM_FILE, {
         "strategy": strategy, "group_size": getattr(runner, "group_size", 1),
         "remat": execution.remat, "platform": devices[0].platform,
         "devices": [d.id for d in devices], "batch_size": batch, "steps_per_epoch": steps,
@@ -320,12 +320,6 @@ def _write_results(config, workdir, rows, data, arrays, probs, train_np, best_np
     results.write_atomic(preds_df, workdir / results.PREDICTIONS_FILE)
     path = results.write_atomic(table_df, workdir / results.RESULTS_FILE)
     logging.info("wrote %s (%d rows)", path, len(table_df))
-
-
-def _write_json(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _init_members(config, members, sources, pretrained, runner, programs):

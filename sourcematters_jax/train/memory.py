@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.train import packing
 
 # Upper bound on an automatic G: the largest group the accelerator benchmark measures
@@ -125,9 +126,7 @@ def measure_member_step(config: ml_collections.ConfigDict, *, batch_size: int, r
         except (OSError, ValueError):
             entries = {}
         entries[key] = dataclasses.asdict(memory)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, cache)
+        atomic_files.write_json(cache, entries)
     except OSError:
         pass  # a read-only home: measure again next time
     return memory
