@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from sourcematters_jax import experiments
 from sourcematters_jax.members import P_ART_GRID, PAPER_SOURCES, STUDY_SEED
 from sourcematters_jax.train.config import base_config
 
@@ -28,15 +29,6 @@ PAPER_FOLDS = (1, 2, 3, 4, 5)
 # (docs/datasets.md, "Image size").
 PROJECT_IMAGE_SIZE = 224
 ALTERNATIVE_IMAGE_SIZE = 512
-# Which dataset holds each experiment's images (PROTOCOL.md, "Datasets").
-EXPERIMENT_DATASETS = {
-    "tag": "chest14_source_matters",
-    "denoising": "chest14_source_matters",
-    "xray_noise": "chest14_source_matters",
-    "sex": "chest14_sex",
-    "ct_noise": "lidc_nodules",
-    "ct_xray_noise": "lidc_nodules",
-}
 
 
 def _parse_value(key: str, text: str, default: Any) -> Any:
@@ -84,6 +76,8 @@ def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[m
                                                                                    ml_collections.ConfigDict]:
     """The paper's grid for one experiment: base_config() with the experiment, dataset and sweep.
 
+    The dataset is the experiment's study dataset (experiments.get(experiment).dataset).
+
     Arguments accepted in `arg` (each restricts or changes the sweep):
       p_art:   '+'-separated fractions of confounded positives (default 0+0.1+0.2+0.5+0.8+1)
       source:  '+'-separated sources (default imagenet+radimagenet+random)
@@ -94,14 +88,15 @@ def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[m
       size:    the model input side in pixels (default 224: this project's choice, the study
                never published its value; 512 is the documented alternative, see
                docs/datasets.md "Image size")
-      draw:    (not for sex) which positives carry the confounder: 'per_member' (default; a
+      draw:    (experiments that draw their confounders, i.e. not sex) which positives carry the confounder: 'per_member' (default; a
                draw per seed, fold and split) or 'shared' (the study's one draw per p_art over
                the whole dataset); data option confound_draw, see docs/datasets.md
     plus `extra_spec` (key -> default) for the calling config.
     Returns:
       (config, parsed arg), the config still locked.
     """
-    draw = {} if experiment == "sex" else {"draw": "per_member"}
+    exp = experiments.get(experiment)
+    draw = {"draw": "per_member"} if exp.draws_confounders else {}
     a = parse_arg(arg, p_art=tuple(P_ART_GRID), source=tuple(PAPER_SOURCES), fold=PAPER_FOLDS,
                   seed=(STUDY_SEED,), weights="", size=PROJECT_IMAGE_SIZE, **draw, **extra_spec)
     for key in ("p_art", "source", "fold", "seed"):
@@ -109,7 +104,7 @@ def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[m
             raise ValueError(f"config argument {key} selects no values")
     config = base_config()
     config.experiment = experiment
-    config.dataset = EXPERIMENT_DATASETS[experiment]
+    config.dataset = exp.dataset
     config.sweep.source = tuple(a.source)
     config.sweep.p_art = tuple(float(p) for p in a.p_art)
     config.sweep.fold = tuple(a.fold)
@@ -126,12 +121,15 @@ def study_config(experiment: str, arg: str | None, **extra_spec: Any) -> tuple[m
 
 def chest14_config(experiment: str, arg: str | None, **extra_spec: Any
                    ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
-    """`study_config` for tag / denoising / xray_noise, plus the argument
+    """`study_config` for the experiments sharing one build (tag / denoising / xray_noise), plus
 
       extra_ood: '+'-separated other chest14 confounders whose o.o.d. tests every member is also
                  scored on (results.csv test sets ood_<confounder>), e.g. denoising+xray_noise;
                  data option extra_ood (default none)
     """
+    if not experiments.build_peers(experiment):
+        raise ValueError(f"chest14_config is for experiments that share a build "
+                         f"(Experiment.shared_build), not {experiment!r}")
     config, a = study_config(experiment, arg, extra_ood="", **extra_spec)
     set_data_options(config, extra_ood=a.extra_ood)
     return config, a

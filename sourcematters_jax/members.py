@@ -11,8 +11,8 @@ import dataclasses
 import itertools
 from typing import Any, Iterable, Mapping, Sequence
 
-# Experiment keys, as in reference/paper_results.csv.
-EXPERIMENTS = ("tag", "denoising", "sex", "xray_noise", "ct_noise", "ct_xray_noise")
+from sourcematters_jax import experiments
+
 P_ART_GRID = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 PAPER_SOURCES = ("imagenet", "radimagenet", "random")
 RANDOM_SOURCE = "random"  # Keras-default random initialisation; needs no weight file.
@@ -30,8 +30,7 @@ class Member:
     seed: int = STUDY_SEED
 
     def __post_init__(self):
-        if self.experiment not in EXPERIMENTS:
-            raise ValueError(f"unknown experiment {self.experiment!r}; expected one of {EXPERIMENTS}")
+        experiments.get(self.experiment)  # raises ValueError naming the valid experiments
         if not 0.0 <= float(self.p_art) <= 1.0:
             raise ValueError(f"p_art must lie in [0, 1], got {self.p_art!r}")
         if not self.source or "/" in self.source:

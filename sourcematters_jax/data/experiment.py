@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sourcematters_jax import experiments
 from sourcematters_jax.data import selection, split_options, splits as splits_lib
 from sourcematters_jax.data.types import EXTRA_OOD_PREFIX, ImagePool, MemberData, SplitIndex
 
@@ -29,30 +30,20 @@ from sourcematters_jax.data.chest14 import Chest14Sex, Chest14SourceMatters
 from sourcematters_jax.data.lidc import LidcNodules
 from sourcematters_jax.data.synthetic_builder import SyntheticCxr
 
+# The TFDS builder of each dataset name (experiments.Experiment.datasets names these keys).
 BUILDERS = {"chest14_source_matters": Chest14SourceMatters, "chest14_sex": Chest14Sex,
             "lidc_nodules": LidcNodules, "synthetic_cxr": SyntheticCxr}
-# experiment -> (datasets it runs on, (variant 0, variant 1) stored by those builders)
-EXPERIMENTS = {
-    "tag": (("chest14_source_matters", "synthetic_cxr"), ("clean", "tag")),
-    "denoising": (("chest14_source_matters", "synthetic_cxr"), ("clean", "lowpass")),
-    "xray_noise": (("chest14_source_matters", "synthetic_cxr"), ("noise_base", "noise_confounded")),
-    "sex": (("chest14_sex", "synthetic_cxr"), ("clean",)),
-    "ct_noise": (("lidc_nodules",), ("ct_noise_base", "ct_noise_confounded")),
-    "ct_xray_noise": (("lidc_nodules",), ("xray_noise_base", "xray_noise_confounded")),
-}
 
 
 def make_builder(experiment: str, *, dataset: str, data_dir: str | os.PathLike | None, image_size: int,
                  **options: Any) -> tfds.core.DatasetBuilder:
     """The TFDS builder (array_record) for `dataset` at `image_size`, checked against `experiment`."""
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; expected one of {sorted(EXPERIMENTS)}")
-    datasets, _ = EXPERIMENTS[experiment]
-    if dataset not in datasets:
-        raise ValueError(f"experiment {experiment!r} runs on {datasets}, not {dataset!r}")
+    exp = experiments.get(experiment)
+    if dataset not in exp.datasets:
+        raise ValueError(f"experiment {experiment!r} runs on {exp.datasets}, not {dataset!r}")
     cls = BUILDERS[dataset]
-    if dataset == "synthetic_cxr":
-        options.setdefault("kind", "sex" if experiment == "sex" else "source_matters")
+    if dataset == experiments.SYNTHETIC_DATASET:
+        options.setdefault("kind", exp.synthetic_kind)
     config = cls.config(image_size, **options)
     if any(c.name == config.name for c in cls.BUILDER_CONFIGS):
         config = config.name  # TFDS refuses an equal-named config object; names encode options
@@ -67,7 +58,7 @@ def read_split(source) -> dict[str, np.ndarray | list]:
 
 @dataclasses.dataclass(frozen=True)
 class FoldExperiment:
-    """An experiment with a fixed test set and per-fold train/val membership (all but sex).
+    """An experiment of split design FOLDS: a fixed test set and per-fold train/val membership.
 
     membership: int8 [N, n_folds], 1 = train, 2 = val of fold k (k = 1..n_folds); is_test: bool [N],
     both over the N images of the pool's first block. blocks: block name -> first pool row (see
@@ -116,7 +107,8 @@ class FoldExperiment:
 
 @dataclasses.dataclass(frozen=True)
 class SexExperiment:
-    """The sex experiment: sampled, not drawn, so V == 1 and nothing is marked confounded.
+    """An experiment of split design HELDOUT_BY_SEX (the sex experiment): sampled, not drawn, so V == 1
+    and nothing is marked confounded.
 
     membership: int8 [N, len(SEX_P_GRID), n_folds]; is_test: the o.o.d. test (gender/test.csv);
     is_heldout: the reserve from which each member's i.i.d. and clean tests are drawn; sex: 'M'/'F'.
@@ -190,8 +182,8 @@ def load_experiment(experiment: str, *, dataset: str, data_dir: str | os.PathLik
     """Builds `dataset` into data_dir if needed and returns the experiment's ExperimentData.
 
     Args:
-      experiment: tag, denoising, xray_noise, sex, ct_noise or ct_xray_noise.
-      dataset: chest14_source_matters, chest14_sex, lidc_nodules or synthetic_cxr.
+      experiment: a name of experiments.NAMES (tag, denoising, sex, ...).
+      dataset: one of that experiment's `datasets` (experiments.py), a key of BUILDERS.
       data_dir: TFDS data directory ('' or None: TFDS's default).
       manual_dir: the raw download for builders that need one ('' or None: TFDS's default,
         <data_dir>/downloads/manual). synthetic_cxr needs none.
@@ -239,13 +231,14 @@ def experiment_from_builder(experiment: str, builder: tfds.core.DatasetBuilder,
     if options is None:
         options, _ = split_options.split_options(experiment, builder.name, {})
     ex, split_of = read_examples(builder)
-    _, variants = EXPERIMENTS[experiment]
+    exp = experiments.get(experiment)
+    variants = exp.variants
     meta = _metadata(builder)
     if "images" not in ex:
         images = np.stack(ex["image"])[:, None]
         blocks = {experiment: variants}
     else:
-        blocks = split_options.pool_blocks(experiment, options, {e: v for e, (_, v) in EXPERIMENTS.items()})
+        blocks = split_options.pool_blocks(experiment, options)
         images = np.concatenate([np.stack([np.stack([im[v] for v in pair]) for im in ex["images"]])
                                  for pair in blocks.values()])
     n, b = len(ex["name"]), len(blocks)
@@ -256,7 +249,7 @@ def experiment_from_builder(experiment: str, builder: tfds.core.DatasetBuilder,
                      labels=np.tile(np.asarray(ex["label"], np.int32), b),
                      patient_ids=np.tile(np.asarray(ex["patient_id"], np.int64), b),
                      names=tuple(ex["name"]) * b, metadata=meta)
-    if experiment == "sex":
+    if exp.split_design == experiments.HELDOUT_BY_SEX:
         return SexExperiment(experiment, pool, np.stack(ex["membership"]), is_test=split_of == "test",
                              is_heldout=split_of == "heldout", sex=np.asarray(["M", "F"])[np.asarray(ex["sex"])])
     return FoldExperiment(experiment, pool, np.stack(ex["folds"]), is_test=split_of == "test",

@@ -8,9 +8,11 @@ they never enter the dataset's config name):
                  e.g. ('denoising', 'xray_noise') for a tag experiment: test splits
                  'test_ood_denoising', 'test_ood_xray_noise' (results.csv test sets
                  'ood_denoising', ...), as each of the study's runs logged AUC on all three
-                 o.o.d. sets. Only for tag / denoising / xray_noise on chest14_source_matters or
-                 synthetic_cxr, whose builders store every variant.
-  p0_protocol    xray_noise only. 'clean' (the study's, the default): the p_art = 0 members train,
+                 o.o.d. sets. Only among experiments that share a build (Experiment.shared_build:
+                 tag / denoising / xray_noise on chest14_source_matters or synthetic_cxr, whose
+                 builders store every variant).
+  p0_protocol    only for experiments with a default p0_protocol (Experiment.p0_protocol:
+                 xray_noise). 'clean' (the study's, the default): the p_art = 0 members train,
                  validate and take their i.i.d. test on the raw images, as the study's p = 0 point
                  came from its clean-image runs; they meet noise only in the o.o.d. test.
                  'base_noise': p_art = 0 members see the base-noise (2e7 photons) images like
@@ -26,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-CHEST14_CONFOUNDERS = ("tag", "denoising", "xray_noise")
-CHEST14_DATASETS = ("chest14_source_matters", "synthetic_cxr")
+from sourcematters_jax import experiments
+
 P0_PROTOCOLS = ("clean", "base_noise")
 CONFOUND_DRAWS = ("per_member", "shared")
 CLEAN_BLOCK = "clean"  # the raw images of the xray_noise pool (for p0_protocol='clean')
@@ -64,43 +66,44 @@ def split_options(experiment: str, dataset: str, options: Mapping[str, Any]
     """
     builder_options = {k: v for k, v in options.items() if k not in DEFAULTS}
     given = {k: options[k] for k in DEFAULTS if k in options and not _unset(options[k])}
+    exp = experiments.get(experiment)
     extra = _names(given.get("extra_ood", ()))
     if extra:
-        if experiment not in CHEST14_CONFOUNDERS or dataset not in CHEST14_DATASETS:
-            raise ValueError(f"option extra_ood={extra}: only the {CHEST14_CONFOUNDERS} experiments on "
-                             f"{CHEST14_DATASETS} carry the other confounders, not {experiment!r} on "
-                             f"{dataset!r}")
-        bad = sorted(set(extra) - (set(CHEST14_CONFOUNDERS) - {experiment}))
+        peers = experiments.build_peers(experiment)
+        if not peers or dataset not in exp.datasets:
+            sharing = tuple(e for e in experiments.NAMES if experiments.build_peers(e))
+            raise ValueError(f"option extra_ood={extra}: only the {sharing} experiments, each on its "
+                             f"datasets, carry the other confounders, not {experiment!r} on {dataset!r}")
+        bad = sorted(set(extra) - set(peers))
         if bad or len(set(extra)) != len(extra):
             raise ValueError(f"option extra_ood={extra}: expected distinct values among "
-                             f"{sorted(set(CHEST14_CONFOUNDERS) - {experiment})} for experiment "
-                             f"{experiment!r}")
+                             f"{sorted(peers)} for experiment {experiment!r}")
     p0 = given.get("p0_protocol")
-    if p0 is not None and experiment != "xray_noise":
-        raise ValueError(f"option p0_protocol={p0!r} applies to experiment 'xray_noise' only, "
+    if p0 is not None and exp.p0_protocol is None:
+        owners = " or ".join(repr(e) for e in experiments.NAMES if experiments.get(e).p0_protocol)
+        raise ValueError(f"option p0_protocol={p0!r} applies to experiment {owners} only, "
                          f"not {experiment!r}")
-    if experiment == "xray_noise":
-        p0 = p0 or "clean"
+    if exp.p0_protocol is not None:
+        p0 = p0 or exp.p0_protocol
         if p0 not in P0_PROTOCOLS:
             raise ValueError(f"option p0_protocol={p0!r}: expected one of {P0_PROTOCOLS}")
     draw = given.get("confound_draw", "per_member")
     if draw not in CONFOUND_DRAWS:
         raise ValueError(f"option confound_draw={draw!r}: expected one of {CONFOUND_DRAWS}")
-    if draw != "per_member" and experiment == "sex":
-        raise ValueError(f"option confound_draw={draw!r}: the sex experiment samples its pools and "
-                         "draws nothing")
+    if draw != "per_member" and not exp.draws_confounders:
+        raise ValueError(f"option confound_draw={draw!r}: the {experiment} experiment samples its "
+                         "pools and draws nothing")
     return SplitOptions(extra_ood=extra, p0_protocol=p0, confound_draw=draw), builder_options
 
 
-def pool_blocks(experiment: str, options: SplitOptions,
-                pairs: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+def pool_blocks(experiment: str, options: SplitOptions) -> dict[str, tuple[str, ...]]:
     """The pool's row blocks: name -> (variant 0, variant 1); the experiment's own block first.
 
-    `pairs` maps each experiment to its variant pair (experiment.EXPERIMENTS).
+    Each experiment's pair is its Experiment.variants (experiments.py).
     """
-    blocks = {experiment: tuple(pairs[experiment])}
+    blocks = {experiment: experiments.get(experiment).variants}
     if options.p0_protocol == "clean":
         blocks[CLEAN_BLOCK] = ("clean", "clean")
     for other in options.extra_ood:
-        blocks[other] = tuple(pairs[other])
+        blocks[other] = experiments.get(other).variants
     return blocks

@@ -21,11 +21,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sourcematters_jax import experiments  # noqa: E402
 from sourcematters_jax.results import naming  # noqa: E402
 from sourcematters_jax.results.summary import METRIC_LABELS  # noqa: E402
 
-MAIN = ("tag", "denoising", "sex")
-NOISE = ("xray_noise", "ct_noise", "ct_xray_noise")
+# The paper's two figures: the experiments of each (Experiment.figure), in the study's order.
+MAIN = experiments.where(figure="main")
+NOISE = experiments.where(figure="noise")
 LAYOUTS = {"main": (MAIN, ("ood", "iid")), "noise": (NOISE, ("ood",))}
 PANEL_SIZE = (3.4, 2.8)
 

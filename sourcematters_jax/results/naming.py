@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sourcematters_jax.members import EXPERIMENTS, P_ART_GRID, PAPER_SOURCES
+from sourcematters_jax import experiments
+from sourcematters_jax.members import P_ART_GRID, PAPER_SOURCES
 
 SOURCE_LABELS = {"imagenet": "ImageNet", "radimagenet": "RadImageNet", "random": "Random init"}
 # The study's palette (bokeh HighContrast[3] as the authors assigned it to the sorted sources).
@@ -17,14 +18,6 @@ EXTRA_COLORS = ("#228833", "#66CCEE", "#AA3377", "#555555", "#EE7733", "#009988"
 SOURCE_MARKERS = {"imagenet": "o", "radimagenet": "X", "random": "s"}
 EXTRA_MARKERS = ("^", "D", "v", "P", "*", "<", ">")
 
-CONFOUNDER_TITLES = {
-    "tag": "Tag",
-    "denoising": "Denoising",
-    "sex": "Sex",
-    "xray_noise": "Noise in X-ray",
-    "ct_noise": "Noise in CT",
-    "ct_xray_noise": "X-ray noise in CT",
-}
 TEST_SETS = ("ood", "iid", "clean")
 TEST_SET_LABELS = {"ood": "o.o.d.", "iid": "i.i.d.", "clean": "clean"}
 
@@ -38,7 +31,7 @@ def order_sources(sources: Iterable[str]) -> list[str]:
 def order_confounders(confounders: Iterable[str]) -> list[str]:
     """Study confounders in the study's order, then unknown ones alphabetically."""
     present = set(confounders)
-    return [e for e in EXPERIMENTS if e in present] + sorted(present - set(EXPERIMENTS))
+    return [e for e in experiments.NAMES if e in present] + sorted(present - set(experiments.NAMES))
 
 
 def order_test_sets(test_sets: Iterable[str]) -> list[str]:
@@ -56,7 +49,9 @@ def source_label(source: str) -> str:
 
 
 def confounder_title(confounder: str) -> str:
-    return CONFOUNDER_TITLES.get(confounder, confounder)
+    """The study's display name (Experiment.title); any other confounder keeps its own name."""
+    exp = experiments.EXPERIMENTS.get(confounder)
+    return exp.title if exp else confounder
 
 
 def source_styles(sources: Iterable[str]) -> dict[str, tuple[str, str]]:

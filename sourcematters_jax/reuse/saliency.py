@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
+from sourcematters_jax import experiments
 from sourcematters_jax.data import confounders
 from sourcematters_jax.data.types import CONFOUNDED, ExperimentData
 from sourcematters_jax.models import Classifier
@@ -124,7 +125,7 @@ def tag_region(config: ml_collections.ConfigDict, image_size: int) -> np.ndarray
     config.data_options.tag_scale, else the dataset builder's default) at the 1024 px reference,
     scaled to `image_size`; a pixel is inside when it overlaps the box.
     """
-    if config.experiment != "tag":
+    if not experiments.get(config.experiment).tag_box:
         return None
     from sourcematters_jax.data.experiment import BUILDERS
 

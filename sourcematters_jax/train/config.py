@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from sourcematters_jax.members import EXPERIMENTS, P_ART_GRID, RANDOM_SOURCE, STUDY_SEED
+from sourcematters_jax import experiments
+from sourcematters_jax.members import P_ART_GRID, RANDOM_SOURCE, STUDY_SEED
 
 STRATEGIES = ("auto", "vmap", "groups", "lax_map", "loop")
 DTYPES = ("float32", "bfloat16")
@@ -156,7 +157,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not ok:
             raise ValueError(f"config.{field}: {msg} (got {_get(config, field)!r})")
 
-    need(config.experiment in EXPERIMENTS, "experiment", f"expected one of {EXPERIMENTS}")
+    need(config.experiment in experiments.EXPERIMENTS, "experiment", f"expected one of {experiments.NAMES}")
     need(config.image_size >= 16, "image_size", "must be at least 16")
     need(len(config.model.stage_sizes) >= 1 and all(s >= 1 for s in config.model.stage_sizes),
          "model.stage_sizes", "needs positive block counts")
