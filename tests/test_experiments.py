@@ -54,7 +54,8 @@ def test_unknown_name_lists_the_valid_ones():
 def test_queries_and_their_users():
     assert experiments.get("sex").split_design == experiments.HELDOUT_BY_SEX
     assert experiments.where(split_design=experiments.HELDOUT_BY_SEX) == ("sex",)
-    assert experiments.get("ct_noise").modality == "ct" and experiments.get("tag").dataset == "chest14_source_matters"
+    assert experiments.get("ct_noise").modality == "ct"
+    assert experiments.get("tag").dataset == "chest14_source_matters"
     assert experiments.build_peers("tag") == ("denoising", "xray_noise")
     assert experiments.build_peers("sex") == () and experiments.build_peers("ct_noise") == ()
     assert experiments.where(p0_protocol="clean") == ("xray_noise",)
