@@ -34,13 +34,13 @@ from typing import Any
 
 import ml_collections
 
+from sourcematters_jax import experiments
 from sourcematters_jax.train import memory as step_memory
 from sourcematters_jax.train.memory import StepMemory
 
 GIB = 1024**3
 DEFAULT_GPU_MEM_FRACTION = 0.75  # JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION
 PLATFORMS = ("cpu", "gpu", "tpu")
-CHEST14_DATASETS = ("chest14_source_matters", "chest14_sex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +65,14 @@ class CapacityPlan:
 def effective_batch(config: ml_collections.ConfigDict) -> tuple[int, str]:
     """(min(batch_size, largest training set of the sweep), how it was found)."""
     batch = int(config.batch_size)
-    if config.dataset not in CHEST14_DATASETS:
+    experiment = experiments.get(config.experiment)
+    # The study's chest X-ray datasets come with shipped split files; other data is built later.
+    if config.dataset != experiment.dataset or experiment.modality != "xray":
         return batch, f"batch_size {batch} (training-set sizes of {config.dataset} not known here)"
     from sourcematters_jax.data import splits
 
     folds = [int(f) for f in config.sweep.fold]
-    if config.dataset == "chest14_source_matters":
+    if experiment.split_design == experiments.FOLDS:
         tables = splits.load_chest14_splits().folds
         sizes = [len(tables[f - 1][0]) for f in folds]
     else:
