@@ -15,9 +15,7 @@ with Keras and compare features, and only then rename it into place.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import uuid
 from typing import Any
 
 import h5py
@@ -25,7 +23,7 @@ import h5py
 from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax.convert_weights.export_h5 import flax_to_keras, update_export_metadata, write_keras_h5
 from sourcematters_jax.convert_weights.export_sources import load_source
-from sourcematters_jax import __version__
+from sourcematters_jax import __version__, atomic_files
 
 
 def check_output(output: pathlib.Path, overwrite: bool) -> None:
@@ -80,8 +78,7 @@ def export(input_dir: str | pathlib.Path, output: str | pathlib.Path, *,
               "include_head": include_head,
               "exporter": f"sourcematters_jax.convert_weights.export (sourcematters_jax {__version__})"}
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{uuid.uuid4().hex[:8]}.h5")
-    try:
+    with atomic_files.replacing(output, suffix=".h5") as tmp:  # Keras reads the format from .h5
         write_keras_h5(tmp, layers, record)
         if verify:
             try:
@@ -97,7 +94,4 @@ def export(input_dir: str | pathlib.Path, output: str | pathlib.Path, *,
                                       f"{diff:.3g} (max abs, tolerance {verify_tolerance:g}); "
                                       "not written")
             update_export_metadata(tmp, record)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return record

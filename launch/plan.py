@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.launch import config_io
 from sourcematters_jax.members import MEMBER_FIELDS, Member, expand_sweep
 
@@ -183,9 +184,7 @@ def write_manifest(plan: Plan) -> pathlib.Path:
         plan.root.mkdir(parents=True, exist_ok=True)
         manifest = plan.to_manifest()
         manifest["created"] = datetime.datetime.now().isoformat(timespec="seconds")
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(path)
+        atomic_files.write_text(path, json.dumps(manifest, indent=1))
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import ml_collections
 
+from sourcematters_jax import log_setup
 from sourcematters_jax.launch import plan as plan_lib
 from sourcematters_jax.host_devices import use_one_host_device_per_core
 
@@ -49,17 +50,7 @@ def setup_job() -> None:
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("jax").setLevel(logging.WARNING)
-    absl = logging.getLogger("absl")
-    if not any(isinstance(f, _DropLibraryInfo) for f in absl.filters):
-        absl.addFilter(_DropLibraryInfo())
-
-
-class _DropLibraryInfo(logging.Filter):
-    """Keep Orbax's and TFDS's INFO chatter (logged through absl) off the console; warnings stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not any(
-            lib in record.pathname for lib in ("orbax", "tensorflow_datasets"))
+    log_setup.drop_library_info(logging.getLogger("absl"))  # Orbax's and TFDS's INFO lines
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,

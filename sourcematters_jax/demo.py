@@ -32,6 +32,8 @@ import time
 from collections import defaultdict
 from typing import Sequence
 
+from sourcematters_jax import log_setup
+
 DEFAULT_ROOT = "workdirs/demo"
 DATA_DIR = "tfds"  # the synthetic dataset is built into ROOT/tfds unless --config.data_dir says otherwise
 
@@ -115,9 +117,14 @@ def format_auc_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+_NOISY = ("matplotlib", "PIL")  # loggers whose INFO lines the demo never shows
+
+
 class _DropScalarEcho(logging.Filter):
     """The epoch lines already say how training goes: drop clu's echo of every logged scalar and
-    TFDS's note on the dataset's (intentionally) custom configuration."""
+    TFDS's note on the dataset's (intentionally) custom configuration. The demo's own filter, on
+    top of `log_setup`'s (set by `program.setup_job`): a training job's console shows the scalars,
+    and the TFDS note is a warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return ("logging_writer" not in record.pathname
@@ -142,12 +149,18 @@ def _setup(quiet: bool) -> None:
 
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger().setLevel(logging.WARNING)
-    for noisy in ("matplotlib", "PIL"):
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs the demo; returns the exit status. The process's logger levels (which `_setup` and
+    --quiet change) are given back on return, so an in-process caller keeps its own logging."""
+    with log_setup.restoring_levels("jax", *_NOISY):
+        return _run(list(sys.argv[1:] if argv is None else argv))
+
+
+def _run(argv: list[str]) -> int:
     overrides = [a for a in argv if a.startswith("--config.")]
     args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
     _setup(args.quiet)

@@ -23,27 +23,19 @@ from sourcematters_jax.host_devices import use_one_host_device_per_core
 
 use_one_host_device_per_core()  # before anything imports JAX
 
-import logging as py_logging  # noqa: E402
 import sys  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sourcematters_jax import cli_errors  # noqa: E402
+from sourcematters_jax import cli_errors, log_setup  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (get_config(arg)).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.csv.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-class _DropLibraryInfo(py_logging.Filter):
-    """Keep Orbax's per-save INFO chatter off the console (warnings and errors still show)."""
-
-    def filter(self, record: py_logging.LogRecord) -> bool:
-        return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
 def check_config_flags(argv: Sequence[str]) -> None:
@@ -72,7 +64,7 @@ def check_config_flags(argv: Sequence[str]) -> None:
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_DropLibraryInfo())
+    log_setup.drop_library_info(logging.get_absl_handler())  # Orbax's and TFDS's INFO lines
     from sourcematters_jax import compile_cache
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 

@@ -1,9 +1,9 @@
 """One on-disk format for a set of Flax variables: `DIR/variables/` (Orbax) + `DIR/metadata.json`.
 
 Converted pretrained backbones (`pretrained.save`) and exported fine-tuned members
-(`train.checkpoints.export_member`) both use it. Writing is atomic: everything goes to a
-temporary sibling directory that is renamed into place at the end, so a failure never leaves a
-half-written directory that looks complete.
+(`train.checkpoints.export_member`) both use it. Writing is atomic (`atomic_files.new_directory`):
+everything goes to a temporary sibling directory that is renamed into place at the end, so a
+failure never leaves a half-written directory that looks complete.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import uuid
 from typing import Any, Mapping
+
+from sourcematters_jax import atomic_files
 
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
@@ -33,17 +33,11 @@ def write(directory: str | os.PathLike, variables: Mapping[str, Any], metadata: 
     directory = pathlib.Path(directory).absolute()
     if directory.exists() and not replace:
         raise FileExistsError(f"{directory} exists; choose a new directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
+    with atomic_files.new_directory(directory, replace=replace) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / VARIABLES_DIR, dict(variables))
             ckptr.wait_until_finished()
         (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
-        _swap_in(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -71,18 +65,3 @@ def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
     with ocp.StandardCheckpointer() as ckptr:
         return dict(ckptr.restore(path))
 
-
-def _swap_in(new: pathlib.Path, directory: pathlib.Path) -> None:
-    """Renames `new` to `directory`, moving an existing one aside first (removed after)."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(directory, old)
-    try:
-        os.replace(new, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -171,6 +171,29 @@ def test_interrupted_synthetic_generation_leaves_nothing(tmp_path, monkeypatch):
     assert not out.exists() and list(pathlib.Path(tmp_path).iterdir()) == []
 
 
+def test_synthetic_download_finished_first_by_another_writer_is_kept(monkeypatch, tmp_path):
+    """Two writers of one download: the one that loses the final rename keeps the winner's copy
+    when it is complete (its spec file is there), and refuses a foreign directory."""
+    spec, out = synthetic.SyntheticSpec(image_size=8), tmp_path / "raw"
+    write = synthetic._write
+
+    def other_writer_wins(tmp, spec):
+        out.mkdir()
+        write(out, spec)  # the other writer's complete copy lands while this one writes
+        write(tmp, spec)
+
+    monkeypatch.setattr(synthetic, "_write", other_writer_wins)
+    assert synthetic.generate(out, spec) == out
+    assert (out / synthetic.SPEC_FILE).read_text() == spec.to_json()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no temporary left
+
+    foreign = tmp_path / "foreign"
+    monkeypatch.setattr(synthetic, "_write", lambda tmp, spec: (foreign / "other").mkdir(parents=True))
+    with pytest.raises(FileExistsError, match="another writer"):
+        synthetic.generate(foreign, spec)
+    assert sorted(p.name for p in foreign.iterdir()) == ["other"]
+
+
 def test_parallel_programs_build_a_dataset_once(tmp_path):
     """Programs of a sweep start together on one data_dir: both must get the same complete dataset."""
     script = (

@@ -62,6 +62,19 @@ def test_auc_table_and_verdict(tmp_path):
     assert "random: o.o.d. AUC changes by -0.05 from p_art=0 to p_art=1: no clear shortcut" in text
 
 
+def test_demo_gives_the_process_its_logging_levels_back(tmp_path, capsys):
+    """--quiet lowers absl's and the root logger's levels while the demo runs, not after it."""
+    from absl import logging as absl_logging
+
+    absl_logger, root = logging.getLogger("absl"), logging.getLogger()
+    root.setLevel(logging.INFO)
+    before = absl_logger.level, root.level, absl_logging.get_verbosity(), list(absl_logger.filters)
+    assert demo.main([f"--root={tmp_path}", "--quiet", f"--config={tmp_path / 'missing.py'}"]) == 2
+    assert "sourcematters demo: error:" in capsys.readouterr().err  # it ran _setup, then stopped
+    assert (absl_logger.level, root.level, absl_logging.get_verbosity(),
+            list(absl_logger.filters)) == before
+
+
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     config_file = tmp_path / "tiny_demo.py"
     config_file.write_text(TINY_DEMO)

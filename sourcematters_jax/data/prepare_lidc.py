@@ -22,15 +22,14 @@ import dataclasses
 import os
 import pathlib
 import re
-import shutil
 import sys
-import tempfile
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.data import lidc, lidc_cluster, lidc_dicom, lidc_xml
 from sourcematters_jax.data.rawdata import DataError, listing
 
@@ -158,9 +157,7 @@ def prepare(lidc_root: str | os.PathLike, out: str | os.PathLike, *, size: int =
         raise FileExistsError(f"--out {out} exists; remove it or choose a new directory")
     jobs = index_download(root)
     progress(f"prepare-lidc: {len(jobs)} annotated CT series under {root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_files.new_directory(out) as tmp:
         (tmp / "crops").mkdir()
         rows, start = [], time.monotonic()
         for i, job in enumerate(jobs):
@@ -173,9 +170,6 @@ def prepare(lidc_root: str | os.PathLike, out: str | os.PathLike, *, size: int =
             raise DataError(f"{root}: no nodule is marked by at least {min_readers} radiologists")
         table = pd.DataFrame(rows)
         table.to_csv(tmp / lidc.TABLE, index=False)
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     counts = table["malignancy"].map(lambda m: "benign" if m < 3 else "malignant" if m > 3 else "rated 3")
     progress(f"wrote {len(table)} crops to {out}: " + ", ".join(
         f"{n} {k}" for k, n in counts.value_counts().sort_index().items()))

@@ -22,13 +22,12 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.data import splits as splits_lib
 from sourcematters_jax.data import synthetic_images
 
@@ -179,18 +178,12 @@ def generate(out_dir: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) 
             raise FileExistsError(f"{out} exists but was not generated from this spec "
                                   f"(found {found}); remove it or choose another directory")
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _write(tmp, spec)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / SPEC_FILE).is_file():  # not a concurrent writer that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_files.new_directory(out) as tmp:
+            _write(tmp, spec)
+    except FileExistsError:
+        if not (out / SPEC_FILE).is_file():  # not a concurrent writer that finished first
+            raise
     return out
 
 

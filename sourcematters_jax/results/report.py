@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.results import cross as cross_lib, document, figures, paper
 from sourcematters_jax.results.compare import DEFAULT_COMPARE, source_tests
 from sourcematters_jax.results.load import METRICS, UNITS, ReportInputError, load_results, resolve_unit
@@ -122,10 +121,8 @@ def build_report(
 
 def write_report(report: Report, out: str | Path) -> list[Path]:
     """Write every file into a temporary directory next to `out`, then move them into `out`."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         if report.summary_md:  # empty when the inputs hold only cross-evaluation tables
             report.summary.to_csv(tmp / "summary.csv", index=False)
             (tmp / "summary.md").write_text("# Summary\n\n" + report.summary_md)
@@ -136,17 +133,12 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
         for stem, fig in report.figures.items():
             figures.save(fig, tmp / stem)
         (tmp / "report.md").write_text(report.page)
-        out.mkdir(exist_ok=True)
-        written = []
-        for f in sorted(tmp.iterdir()):
-            dest = out / f.name
-            f.replace(dest)
-            written.append(dest)
-        return written
+
+    try:
+        return atomic_files.write_into(out, write)
     finally:
         for fig in report.figures.values():
             figures.plt.close(fig)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

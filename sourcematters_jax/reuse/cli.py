@@ -152,14 +152,15 @@ def _evaluate(args, loaded, config, where) -> int:
 
 
 def _saliency(args, loaded, config, where) -> int:
-    from sourcematters_jax.reuse import output, saliency
+    from sourcematters_jax import atomic_files
+    from sourcematters_jax.reuse import saliency
 
     model, data = _model_and_data(loaded, config, where)
     result = saliency.compute(loaded, config, data, model, n_images=args.images,
                               method=args.method, steps=args.steps)
     summary = saliency.member_summary(result["table"])
-    output.write_into(args.out, lambda tmp: saliency.write(result, summary, loaded, args.method,
-                                                           tmp))
+    atomic_files.write_into(args.out, lambda tmp: saliency.write(result, summary, loaded,
+                                                                 args.method, tmp))
     cols = ["member_id", "inside_clean", "inside_confounded", "area_fraction", "change_vs_clean"]
     print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out}/saliency_grid.png, summary.csv, scores.csv, scores/, maps.npz "
@@ -168,11 +169,12 @@ def _saliency(args, loaded, config, where) -> int:
 
 
 def _features(args, loaded, config, where) -> int:
-    from sourcematters_jax.reuse import features, output
+    from sourcematters_jax import atomic_files
+    from sourcematters_jax.reuse import features
 
     model, data = _model_and_data(loaded, config, where)
     extracted = features.extract(loaded, config, data, model)
-    output.write_into(args.out, lambda tmp: features.write(loaded, extracted, config, tmp))
+    atomic_files.write_into(args.out, lambda tmp: features.write(loaded, extracted, config, tmp))
     dims = sorted({f.shape for f, _ in extracted})
     print(f"wrote features of {len(loaded)} members to {args.out} (members.csv; shapes {dims})")
     return 0

@@ -76,7 +76,7 @@ def extract(members: Sequence[LoadedMember], config: ml_collections.ConfigDict,
 
 def write(members: Sequence[LoadedMember], extracted: Sequence[tuple[np.ndarray, pd.DataFrame]],
           config: ml_collections.ConfigDict, tmp: pathlib.Path) -> None:
-    """The files of the module docstring, into `tmp` (see reuse.output.write_into)."""
+    """The files of the module docstring, into `tmp` (see atomic_files.write_into)."""
     rows = []
     for lm, (feats, index) in zip(members, extracted):
         d = tmp / lm.member_id

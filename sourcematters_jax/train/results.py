@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from sourcematters_jax import atomic_files
 from sourcematters_jax.data.types import EXTRA_OOD_PREFIX
 from sourcematters_jax.members import MEMBER_FIELDS
 from sourcematters_jax.train.metrics import keras_auc, roc_auc
@@ -97,15 +98,8 @@ def build_tables(member_rows: Sequence[Mapping[str, Any]], program: Mapping[str,
 
 
 def write_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> pathlib.Path:
-    """Write a CSV to `path` via a temporary file and a rename."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write a results or predictions table to `path` atomically (`atomic_files.write_csv`)."""
+    return atomic_files.write_csv(path, frame)
 
 
 def is_complete(path: str | os.PathLike, member_ids: Sequence[str]) -> bool:
