@@ -1,7 +1,8 @@
 """Program checkpoints: placed jax.Arrays saved asynchronously, restored onto any runner.
 
 No model: small member trees shaped like a BestState ({params, batch_stats, epoch, val_loss}),
-placed by real runners ('vmap' over 2 devices pads 3 members to 4; 'loop' keeps a list).
+placed by real runners ('vmap' over 2 devices pads 3 members to 4; 'loop' holds PerMember
+leaves, saved as a list of member trees).
 """
 
 import jax
