@@ -123,7 +123,7 @@ def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
                        source_slot=np.full(m, -1, np.int32),
                        pixel_mean=np.tile(mean, (m, 1)), pixel_scale=np.full(m, scale, np.float32))
     init_fn = functools.partial(init_member, model=model, tx=tx, image_size=size)
-    # As the trainer initialises members without pretrained weights (train/loop.py).
+    # As the trainer initialises members without pretrained weights (train/programs.py).
     init = runner.lift(lambda inputs: init_fn(inputs, None), member=("inputs",))
     placed_inits = runner.put_members(inits)
     state, _ = jax.eval_shape(init, placed_inits) if abstract else init(placed_inits)

@@ -124,3 +124,27 @@ def test_restore_best_is_stacked_for_either_layout(tmp_path, toy_state):
         np.testing.assert_array_equal(variables["params"]["w"], toy_state.params["w"][2])
         assert (meta["best_epoch"], meta["best_val_loss"]) == (2, 2.5)
     jax.tree.map(np.testing.assert_array_equal, got["loop"], got["vmap"])
+
+
+def test_a_per_member_checkpoint_written_as_a_list_restores_on_either_strategy(tmp_path, toy_state):
+    # The 'per_member' layout as earlier versions wrote it: Orbax given a plain list of member
+    # trees (one per member), independent of today's writer.
+    import orbax.checkpoint as ocp
+
+    rows = [{"member_id": f"m{m}", "member_index": m, "preprocessing": "none"} for m in range(M)]
+    trees = [jax.tree.map(lambda x, m=m: np.asarray(x)[m], toy_state) for m in range(M)]
+    ckpt = checkpoints.ProgramCheckpoints(tmp_path)
+    ckpt._manager.save(1, args=ocp.args.Composite(
+        train=ocp.args.StandardSave(trees), best=ocp.args.StandardSave(trees),
+        members=ocp.args.JsonSave({"members": rows, checkpoints.LAYOUT_KEY: "per_member"})))
+    ckpt.close()
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], np.asarray(x).dtype),
+                          toy_state)
+    for strategy in ("loop", "vmap"):
+        runner = packing.make_runner(strategy, M, jax.devices())
+        ckpt = checkpoints.ProgramCheckpoints(tmp_path)
+        train, best, _ = ckpt.restore(1, target, target, runner)
+        ckpt.close()
+        host = runner.to_host(best)
+        np.testing.assert_array_equal(host.params["w"], toy_state.params["w"])
+        np.testing.assert_array_equal(runner.to_host(train.epoch), toy_state.epoch)

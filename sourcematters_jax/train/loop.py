@@ -304,8 +304,9 @@ def _write_results(ctx: ProgramContext, data: ExperimentData, arrays: step_lib.M
         final.epoch, final.val_loss, final.epochs_trained, final.nonfinite)
     for test_set in table_df["test_set"].unique():
         sel = table_df["test_set"] == test_set
-        ctx.writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
-                                 f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
+        aucs = table_df.loc[sel]
+        ctx.writer.final(epoch, {f"auc_{test_set}": aucs["auc"].to_numpy(),
+                                 f"auc_keras_{test_set}": aucs["auc_keras"].to_numpy()})
     results.write_atomic(preds_df, ctx.workdir / results.PREDICTIONS_FILE)
     path = results.write_atomic(table_df, ctx.workdir / results.RESULTS_FILE)
     logging.info("wrote %s (%d rows)", path, len(table_df))
