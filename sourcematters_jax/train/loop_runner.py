@@ -64,15 +64,16 @@ class LoopRunner(Runner):
         jitted = jax.jit(fn, donate_argnums=signature.donate_argnums)
 
         def run(*args: Any, skip: Sequence[bool] | None = None) -> Any:
-            member_args, shared = args[:k], args[k:]
+            n, per_device = self.num_members, len(self.devices)
+            by_member = list(zip(*(placed.split(a, n) for a in args[:k])))
+            by_device = list(zip(*(placed.split(s, per_device) for s in args[k:]))) or (
+                [()] * per_device)
             outs = []
-            for m in range(self.num_members):
-                mine = [placed.part(a, m) for a in member_args]
+            for m, mine in enumerate(by_member):
                 if skip is not None and skip[m]:  # its outputs are its passthrough args
                     outs.append(tuple(mine[j] for j in kept) if len(kept) > 1 else mine[kept[0]])
                     continue
-                d = self._device_index[m]
-                outs.append(jitted(*mine, *(placed.part(s, d) for s in shared)))
+                outs.append(jitted(*mine, *by_device[self._device_index[m]]))
             return placed.assemble(outs)
 
         return Lifted(run, signature)

@@ -66,19 +66,17 @@ def _is_parts(x: Any) -> bool:
 
 def assemble(trees: Sequence[Any], kind: type[_Parts] = PerMember) -> Any:
     """[tree of member 0, tree of member 1, ...] -> one tree with `kind` leaves."""
-    return jax.tree.map(lambda *xs: kind(xs), *trees)
+    first, treedef = jax.tree.flatten(trees[0])  # one flatten per tree (a dispatch-path cost)
+    columns = [first] + [treedef.flatten_up_to(t) for t in trees[1:]]
+    return treedef.unflatten([kind(xs) for xs in zip(*columns)])
 
 
-def part(tree: Any, index: int) -> Any:
-    """The tree of member (or device) `index` of a tree with `PerMember`/`PerDevice` leaves."""
-    return jax.tree.map(lambda x: x.parts[index], tree, is_leaf=_is_parts)
-
-
-def split(tree: Any) -> list[Any]:
-    """A tree with `PerMember` leaves -> the list of its members' trees (inverse of assemble)."""
-    leaves = jax.tree.leaves(tree, is_leaf=_is_parts)
-    count = len(leaves[0].parts) if leaves else 0
-    return [part(tree, m) for m in range(count)]
+def split(tree: Any, count: int | None = None) -> list[Any]:
+    """A tree with `PerMember` (or `PerDevice`) leaves -> the list of its members' (devices')
+    trees, the inverse of `assemble`; `count` is needed only for a tree without leaves."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_parts)
+    count = len(leaves[0].parts) if leaves else (count or 0)
+    return [treedef.unflatten([x.parts[m] for x in leaves]) for m in range(count)]
 
 
 def is_per_member(tree: Any) -> bool:
