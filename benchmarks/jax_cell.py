@@ -123,8 +123,8 @@ def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
                        source_slot=np.full(m, -1, np.int32),
                        pixel_mean=np.tile(mean, (m, 1)), pixel_scale=np.full(m, scale, np.float32))
     init_fn = functools.partial(init_member, model=model, tx=tx, image_size=size)
-    # As the trainer initialises members without pretrained weights (train/loop.py).
-    init = runner.lift(lambda i: init_fn(i, None), 1)
+    # As the trainer initialises members without pretrained weights (train/programs.py).
+    init = runner.lift(lambda inputs: init_fn(inputs, None), member=("inputs",))
     placed_inits = runner.put_members(inits)
     state, _ = jax.eval_shape(init, placed_inits) if abstract else init(placed_inits)
     member_step = with_matmul_precision(
@@ -134,7 +134,8 @@ def build(spec: dict[str, Any], abstract: bool = False) -> Cell:
     abstract_state = jax.eval_shape(lambda i: init_fn(i, None)[0], jax.tree.map(one, inits))
     return Cell(runner=runner, state=state, data=runner.put_members(data_np),
                 pool=runner.put_shared(pool_np),
-                step=runner.lift(member_step, 2, donate_argnums=(0,)), member_step=member_step,
+                step=runner.lift(member_step, member=("state", "data"), donate=("state",)),
+                member_step=member_step,
                 abstract_args=(abstract_state, jax.tree.map(one, data_np), pool_np))
 
 

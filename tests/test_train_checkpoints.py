@@ -1,7 +1,8 @@
 """Program checkpoints: placed jax.Arrays saved asynchronously, restored onto any runner.
 
 No model: small member trees shaped like a BestState ({params, batch_stats, epoch, val_loss}),
-placed by real runners ('vmap' over 2 devices pads 3 members to 4; 'loop' keeps a list).
+placed by real runners ('vmap' over 2 devices pads 3 members to 4; 'loop' holds PerMember
+leaves, saved as a list of member trees).
 """
 
 import jax
@@ -50,7 +51,7 @@ def test_save_placed_state_and_restore_on_any_runner(tmp_path, saved_by, restore
     ckpt.save(1, train, best, table())
     # The save has copied the state off the device: a donating update of the live buffers
     # (what the next training step does) must not reach the checkpoint.
-    bump = source.lift(lambda t: jax.tree.map(lambda x: x + 100, t), 1, donate_argnums=(0,))
+    bump = source.lift(lambda t: jax.tree.map(lambda x: x + 100, t), member=("t",), donate=("t",))
     train = bump(train)
     ckpt.close()
 
@@ -65,7 +66,7 @@ def test_save_placed_state_and_restore_on_any_runner(tmp_path, saved_by, restore
         host = target.to_host(placed)
         jax.tree.map(np.testing.assert_array_equal, host, stacked())
     if target.strategy == "loop":
-        assert [p["params"]["w"].devices() for p in restored_train] == [
+        assert [p.devices() for p in restored_train["params"]["w"].parts] == [
             {target.device_of(m)} for m in range(M)]
     else:
         assert restored_train["params"]["w"].sharding == target.member_sharding

@@ -50,7 +50,7 @@ def guarded_epochs(monkeypatch):
     def guarded(*args, **kwargs):
         with jax.transfer_guard("disallow_explicit"):  # any host<->device copy raises
             train, summed = original(*args, **kwargs)
-        seen.append(np.asarray(args[1].to_host(loop._field(train, "step"))))
+        seen.append(np.asarray(args[0].runner.to_host(train.step)))
         return train, summed
 
     monkeypatch.setattr(loop, "train_epoch", guarded)

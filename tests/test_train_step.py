@@ -78,7 +78,7 @@ def lifted(setup):
         if strategy not in cache:
             # 'groups' with G = 1: each device's 2 members run one after another in one program.
             runner = packing.make_runner(strategy, len(MEMBERS), jax.devices(), group_size=1)
-            step = runner.lift(setup["step_fn"], 2, donate_argnums=(0,))
+            step = runner.lift(setup["step_fn"], member=("state", "data"), donate=("state",))
             cache[strategy] = (runner, step, runner.put_members(setup["arrays"]),
                                runner.put_shared(setup["pool"]))
         return cache[strategy]

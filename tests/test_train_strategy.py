@@ -76,7 +76,7 @@ def test_groups_runner_equals_vmap(members, group):
     state, x, shared = toy(members)
     want = jax.vmap(member_fn, in_axes=(0, 0, None))(state, x, shared)
     runner = packing.make_runner("groups", members, jax.devices(), group_size=group)
-    step = runner.lift(member_fn, 2, donate_argnums=(0,))
+    step = runner.lift(member_fn, member=("state", "x"), donate=("state",))
     got = step(runner.put_members(state), runner.put_members(x), runner.put_shared(shared))
     got = runner.to_host(got)
     np.testing.assert_allclose(got[0]["w"], want[0]["w"], rtol=1e-6)
@@ -99,7 +99,7 @@ def test_groups_update_state_in_place_where_lax_map_batches_copy_it():
         return {"w": s["w"] * 0.5 + x[:, None] + c, "n": s["n"] + 1}, jnp.sum(x) + s["n"]
 
     runner = packing.make_runner("groups", m, jax.devices()[:1], group_size=g)
-    groups = runner.lift(fn, 2, donate_argnums=(0,))
+    groups = runner.lift(fn, member=("s", "x"), donate=("s",))
     mapped = jax.jit(lambda s, x, c: jax.lax.map(lambda a: fn(a[0], a[1], c), (s, x),
                                                  batch_size=g), donate_argnums=(0,))
 

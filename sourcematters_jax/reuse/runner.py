@@ -73,6 +73,9 @@ def run_members(fn: Callable[[MemberWeights, Any, DevicePool], Any],
     runner = make_runner(config, len(members))
     pool = runner.put_shared(DevicePool(images=np.asarray(data.pool.images),
                                         labels=np.asarray(data.pool.labels, np.int32)))
-    out = runner.lift(fn, 2)(runner.put_members(stacked_weights(members)),
-                             runner.put_members(inputs), pool)
+    def member_fn(weights, inputs, pool):
+        return fn(weights, inputs, pool)
+
+    lifted = runner.lift(member_fn, member=("weights", "inputs"))
+    out = lifted(runner.put_members(stacked_weights(members)), runner.put_members(inputs), pool)
     return runner.to_host(out)

@@ -5,7 +5,10 @@
   state        per-member TrainState / BestState, Adam, member initialisation
   step         the pure single-member train step on device-resident data
   evaluate     validation loss, best-state keeping, early stopping, test predictions
-  packing      members on a leading axis; vmap / lax.map / loop strategies over a device mesh
+  packing      members on a leading axis; vmap / groups / lax.map runners over a device mesh
+  placed       the Runner interface: one placed-state view for every strategy, named member args
+  loop_runner  the 'loop' strategy: a Python loop over a jitted single-member function
+  programs     ProgramSpec (the compile-cache key) and the compiled Programs of a run
   metrics      exact binary ROC-AUC and the study's Keras-compatible AUC
   checkpoints  Orbax checkpoints; load/export a member's best weights
   summaries    TensorBoard streams per member, console progress

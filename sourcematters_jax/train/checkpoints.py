@@ -6,14 +6,16 @@ leaves the last complete one to resume from).
 
 Saves are asynchronous and never gather the program's state into one host array: the placed
 jax.Arrays go to Orbax as they are (a member-axis array sharded over the mesh for the sharded
-strategies, a list of per-member arrays on their devices for 'loop'). `save` returns once Orbax
+strategies; for 'loop' the per-member arrays on their devices, as a list of member trees). `save`
+returns once Orbax
 has copied every shard to host memory (so the next, donating training step may overwrite the
 device buffers); the files are written in a background thread while training goes on, and the
 host copy is freed as they are written. `close` (or the next `save`) waits for the write.
 
 The states are stored in the layout they had on device, recorded in the members item as
 `state_layout`: 'stacked' (leading member axis, possibly padded to a multiple of the device
-count; older checkpoints hold host arrays with exactly the real members) or 'per_member' (a list).
+count; older checkpoints hold host arrays with exactly the real members) or 'per_member' (a list
+of member trees: what a 'loop'-placed tree, `train.placed.PerMember` leaves, is split into).
 `restore` reads a checkpoint straight onto the current runner's devices when the layout matches
 (a stacked state is truncated or zero-padded on its member axis to the runner's padded count:
 rows past the real members are padding that never reaches the host); across layouts (a 'loop'
@@ -36,6 +38,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 from sourcematters_jax import variables_io
+from sourcematters_jax.train import placed
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FORMAT = "sourcematters_jax.member"
@@ -43,9 +46,20 @@ LAYOUT_KEY = "state_layout"
 STACKED, PER_MEMBER = "stacked", "per_member"
 
 
-def layout_of(placed: Any) -> str:
-    """'per_member' for a list of member states (the loop strategy), else 'stacked'."""
-    return PER_MEMBER if isinstance(placed, list) else STACKED
+def layout_of(tree: Any) -> str:
+    """The on-disk layout of a placed (or numpy) state: 'per_member' for the loop strategy's
+    view (`placed.PerMember` leaves), else 'stacked'."""
+    return PER_MEMBER if placed.is_per_member(tree) else STACKED
+
+
+def _to_disk(tree: Any) -> Any:
+    """What Orbax writes for a placed state: 'per_member' as a list of member trees."""
+    return placed.split(tree) if layout_of(tree) == PER_MEMBER else tree
+
+
+def _from_disk(tree: Any, layout: str) -> Any:
+    """Inverse of `_to_disk` for a state restored in `layout` onto its devices."""
+    return placed.assemble(tree) if layout == PER_MEMBER else tree
 
 
 class ProgramCheckpoints:
@@ -74,7 +88,8 @@ class ProgramCheckpoints:
             raise ValueError("train and best states must have the same layout")
         table = {**dict(members), LAYOUT_KEY: layout_of(train)}
         self._manager.save(epoch, args=ocp.args.Composite(
-            train=ocp.args.StandardSave(train), best=ocp.args.StandardSave(best),
+            train=ocp.args.StandardSave(_to_disk(train)),
+            best=ocp.args.StandardSave(_to_disk(best)),
             members=ocp.args.JsonSave(table)), force=True)
 
     def wait(self) -> None:
@@ -95,19 +110,21 @@ class ProgramCheckpoints:
         """
         members = self.restore_members(epoch)
         saved_layout = members.get(LAYOUT_KEY, STACKED)
-        want = PER_MEMBER if runner.strategy == "loop" else STACKED
+        targets = [runner.abstract_members(t) for t in (train_target, best_target)]
+        want = layout_of(targets[0])
         # A stacked state's member axis may be padded (to a multiple of the device count):
         # read it truncated or zero-padded to the target's length.
         strict = saved_layout == PER_MEMBER
         try:
             if saved_layout == want:
-                targets = [_placed_target(t, runner) for t in (train_target, best_target)]
-                train, best = self._restore_states(epoch, *targets, strict=strict)
+                train, best = self._restore_states(epoch, *map(_to_disk, targets), strict=strict)
+                train, best = (_from_disk(s, want) for s in (train, best))
             else:
                 host = [_host_target(t, saved_layout, runner.num_members)
                         for t in (train_target, best_target)]
                 train, best = self._restore_states(epoch, *host, strict=strict)
-                train, best = (runner.put_members(_stacked_numpy(s, runner.num_members))
+                train, best = (runner.put_members(_stacked_numpy(s, saved_layout,
+                                                                 runner.num_members))
                                for s in (train, best))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{self.directory / str(epoch)}: checkpoint does not match this "
@@ -122,7 +139,10 @@ class ProgramCheckpoints:
         return restored["train"], restored["best"]
 
     def restore_best(self, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
-        """(best state as numpy, members item); a list of member trees for 'per_member'."""
+        """(best state as numpy with a leading member axis, members item), either layout.
+
+        Row m is member m of the member table (a 'stacked' state may hold padding rows after
+        the real members)."""
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError(f"{self.directory}: no checkpoint")
@@ -132,7 +152,9 @@ class ProgramCheckpoints:
                                                              sharding=_host_sharding()), tree)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
             best=ocp.args.StandardRestore(target), members=ocp.args.JsonRestore()))
-        return jax.tree.map(np.asarray, restored["best"]), dict(restored["members"])
+        members = dict(restored["members"])
+        return (_stacked_numpy(restored["best"], members.get(LAYOUT_KEY, STACKED), None),
+                members)
 
     def close(self) -> None:
         """Wait for an unfinished save, then release the manager."""
@@ -141,17 +163,6 @@ class ProgramCheckpoints:
 
 def _host_sharding() -> SingleDeviceSharding:
     return SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-
-
-def _placed_target(member_target: Any, runner: Any) -> Any:
-    """Abstract arrays of the placed representation of `runner` (see packing.Runner)."""
-    if runner.strategy == "loop":
-        return [jax.tree.map(lambda s: jax.ShapeDtypeStruct(
-            np.shape(s), s.dtype, sharding=SingleDeviceSharding(runner.device_of(m))),
-            member_target) for m in range(runner.num_members)]
-    lead = getattr(runner, "padded_members", runner.num_members)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
-        (lead,) + tuple(np.shape(s)), s.dtype, sharding=runner.member_sharding), member_target)
 
 
 def _host_target(member_target: Any, layout: str, num_members: int) -> Any:
@@ -163,12 +174,11 @@ def _host_target(member_target: Any, layout: str, num_members: int) -> Any:
     return jax.tree.map(lambda s: one(s, (num_members,)), member_target)
 
 
-def _stacked_numpy(state: Any, num_members: int) -> Any:
-    """Numpy pytree with exactly `num_members` on the leading axis."""
-    if isinstance(state, list):
-        from sourcematters_jax.train.packing import stack_trees
-
-        return stack_trees(state)
+def _stacked_numpy(state: Any, layout: str, num_members: int | None) -> Any:
+    """A state restored to host in `layout` -> numpy with a leading member axis, cut to
+    `num_members` rows (None: every row, padding included)."""
+    if layout == PER_MEMBER:  # on disk: a list of member trees
+        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *state)
     return jax.tree.map(lambda x: np.asarray(x)[:num_members], state)
 
 
@@ -203,18 +213,13 @@ def load_members(workdir: str | os.PathLike, members: Sequence[str | int]
     out = []
     for member in members:
         pos = _member_position(table, member)
-        if table.get(LAYOUT_KEY) == PER_MEMBER:
-            state = best[pos]
-            pick = lambda t: t  # noqa: E731
-        else:
-            state = best
-            pick = lambda t, pos=pos: jax.tree.map(lambda x: np.asarray(x)[pos], t)  # noqa: E731
-        variables = {"params": pick(state["params"]), "batch_stats": pick(state["batch_stats"])}
+        state = jax.tree.map(lambda x, pos=pos: x[pos], best)
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
         row = table["members"][pos]
         metadata = {"format": EXPORT_FORMAT, "member": row, "model": table["model"],
                     "image_size": table["image_size"], "preprocessing": row["preprocessing"],
-                    "best_epoch": int(np.asarray(pick(state["epoch"]))),
-                    "best_val_loss": float(np.asarray(pick(state["val_loss"])))}
+                    "best_epoch": int(state["epoch"]),
+                    "best_val_loss": float(state["val_loss"])}
         out.append((variables, metadata))
     return out
 

@@ -10,12 +10,15 @@
      o.o.d. tests the data carries, data option extra_ood); write
      results.csv and predictions.csv
 Every device computation is a per-member function lifted by `packing.Runner` (vmap, lax.map or a
-Python loop; member axis sharded over devices). Compiled programs are cached per process by the
-program's shapes and settings, so a second program of the same shape starts without compiling.
+Python loop; member axis sharded over devices); placed states look the same for every strategy
+(`train.placed`). Compiled programs (`programs.Programs`) are cached per process by their
+`programs.ProgramSpec`, so a second program of the same shape starts without compiling. The
+epoch and results helpers share one `ProgramContext`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,10 +27,9 @@ import pathlib
 import shutil
 import time
 import types
-from typing import Any
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -39,7 +41,7 @@ from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, 
 from sourcematters_jax.train import config as config_lib
 from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
 from sourcematters_jax.train import memory as memory_lib
-from sourcematters_jax.train.augment import AugmentConfig
+from sourcematters_jax.train.programs import Programs, ProgramSpec, build_programs
 
 CONFIG_FILE = "config.json"
 PROGRAM_FILE = "program.json"
@@ -101,53 +103,8 @@ def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member
 
 
 # ---------------------------------------------------------------------------------------------
-# Compiled programs (cached per process)
+# Runners (cached per process, so the compiled programs of `programs.build_programs` are too)
 # ---------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=4)
-def _programs(key: tuple, runner: packing.Runner) -> dict[str, Any]:
-    (model_cfg, dropout, opt, augment, image_size, steps, batch, eval_batch, patience,
-     has_pretrained, remat, precision) = key
-    model = state_lib.build_model(dict(model_cfg), dropout, remat=remat)
-    tx = state_lib.make_optimizer(*opt)
-    if has_pretrained:
-        init = lambda inputs, pre: state_lib.init_member(  # noqa: E731
-            inputs, pre, model=model, tx=tx, image_size=image_size)
-    else:
-        init = lambda inputs: state_lib.init_member(  # noqa: E731
-            inputs, None, model=model, tx=tx, image_size=image_size)
-    train_step = step_lib.make_member_train_step(model, tx, augment, steps_per_epoch=steps,
-                                                 batch_size=batch)
-
-    def train_step_summed(state, summed, data, pool):  # the epoch's loss is summed on device
-        state, metrics = train_step(state, data, pool)
-        return state, jax.tree.map(jnp.add, summed, metrics)
-
-    end_epoch = evaluate.make_end_epoch(model, eval_batch_size=eval_batch, patience=patience,
-                                        steps_per_epoch=steps)
-    predict = evaluate.make_predict_tests(model, eval_batch_size=eval_batch)
-    init, train_step, end_epoch, predict = (step_lib.with_matmul_precision(f, precision)
-                                            for f in (init, train_step, end_epoch, predict))
-    return {
-        "init": runner.lift(init, 1),
-        "abstract_init": jax.eval_shape(init, *_abstract_init_args(has_pretrained, model,
-                                                                   image_size)),
-        "train_step": runner.lift(train_step_summed, 3, donate_argnums=(0, 1)),
-        "end_epoch": runner.lift(end_epoch, 3, donate_argnums=(0, 1)),
-        "predict": runner.lift(predict, 3),
-    }
-
-
-def _abstract_init_args(has_pretrained: bool, model: Any, image_size: int) -> tuple:
-    f32 = np.float32
-    inputs = state_lib.MemberInit(
-        seed=jax.ShapeDtypeStruct((), np.int32), source_slot=jax.ShapeDtypeStruct((), np.int32),
-        pixel_mean=jax.ShapeDtypeStruct((3,), f32), pixel_scale=jax.ShapeDtypeStruct((), f32))
-    if not has_pretrained:
-        return (inputs,)
-    shapes = state_lib.backbone_shapes(model, image_size)
-    return inputs, jax.tree.map(lambda s: jax.ShapeDtypeStruct((1,) + s.shape, s.dtype), shapes)
-
 
 @functools.lru_cache(maxsize=4)
 def _runner(strategy: str, num_members: int, device_ids: tuple[int, ...], group_size: int = 0
@@ -206,12 +163,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
                                              batch_size=batch)
     strategy = execution.strategy
     runner = _runner(strategy, len(members), tuple(d.id for d in devices), execution.group_size)
-    key = (tuple(sorted(config.model.to_dict().items())), float(config.dropout_rate),
-           (config.learning_rate, config.adam_b1, config.adam_b2, config.adam_eps),
-           AugmentConfig.from_config(config.augment), config.image_size, steps, batch,
-           config.eval_batch_size, config.patience, pretrained is not None, execution.remat,
-           config.execution.matmul_precision)
-    programs = _programs(key, runner)
+    spec = ProgramSpec.from_config(config, batch_size=batch, steps_per_epoch=steps,
+                                   remat=execution.remat)
+    programs = build_programs(spec, runner)
     logging.info("%d members, strategy %s on %d %s device(s); batch %d, %d steps/epoch, "
                  "%d epochs", len(members), strategy, len(devices), devices[0].platform, batch,
                  steps, config.num_epochs)
@@ -232,21 +186,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     ckpt = checkpoints.ProgramCheckpoints(workdir, keep=config.keep_checkpoints)
     writer = None
     try:
-        train, best, start = _restore_or_init(config, members, sources, pretrained, runner,
-                                              programs, ckpt, table)
+        train, best, start = _restore_or_init(ckpt, runner, programs, table=table,
+                                              inits=_member_inits(members, sources),
+                                              pretrained=pretrained)
         device_data = runner.put_members(arrays)
         pool = runner.put_shared(step_lib.DevicePool(images=np.asarray(data.pool.images),
                                                      labels=np.asarray(data.pool.labels, np.int32)))
         writer = summaries.Summaries(workdir, rows, config.num_epochs * steps,
                                      config.progress_every_secs)
-        train, best, epoch = _run_epochs(config, runner, programs, ckpt, writer, table, train,
-                                         best, start, steps, device_data, pool)
-        probs = runner.to_host(programs["predict"](train, best, device_data, pool))
+        ctx = ProgramContext(config=config, workdir=workdir, runner=runner, programs=programs,
+                             ckpt=ckpt, writer=writer, table=table, rows=rows, steps=steps,
+                             device_data=device_data, pool=pool)
+        train, best, epoch = _run_epochs(ctx, train, best, start)
+        probs = runner.to_host(programs.predict(train, best, device_data, pool))
         # Only the fields the results need cross to the host, never the whole state.
-        final = types.SimpleNamespace(**runner.to_host(_bundle(
-            epoch=_field(best, "epoch"), val_loss=_field(best, "val_loss"),
-            epochs_trained=_field(train, "epochs_trained"), nonfinite=_field(train, "nonfinite"))))
-        _write_results(config, workdir, rows, data, arrays, probs, final, final, writer, epoch)
+        final = types.SimpleNamespace(**runner.to_host(dict(
+            epoch=best.epoch, val_loss=best.val_loss, epochs_trained=train.epochs_trained,
+            nonfinite=train.nonfinite)))
+        _write_results(ctx, data, arrays, probs, final, epoch)
     finally:
         ckpt.close()
         if writer is not None:
@@ -254,114 +211,134 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     return results_path
 
 
-def _restore_or_init(config, members, sources, pretrained, runner, programs, ckpt, table):
-    """(train, best, completed epochs): from the last checkpoint, or freshly initialised."""
+@dataclasses.dataclass(frozen=True)
+class ProgramContext:
+    """What a running program's epoch and results helpers share (fixed for the whole run).
+
+    table: the member table stored with every checkpoint; rows: its member rows as built (for
+    the summaries and results); device_data, pool: the placed member splits and image pool.
+    """
+
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    runner: packing.Runner
+    programs: Programs
+    ckpt: checkpoints.ProgramCheckpoints
+    writer: summaries.Summaries
+    table: dict[str, Any]
+    rows: list[dict[str, Any]]
+    steps: int
+    device_data: Any
+    pool: Any
+
+
+def _restore_or_init(ckpt: checkpoints.ProgramCheckpoints, runner: packing.Runner,
+                     programs: Programs, *, table: dict[str, Any], inits: state_lib.MemberInit,
+                     pretrained: Any) -> tuple[Any, Any, int]:
+    """(train, best, completed epochs): from the last checkpoint, or freshly initialised from
+    `inits` (numpy, stacked members) and `pretrained` (stacked backbones or None)."""
     start = ckpt.latest_epoch() or 0
     if not start:
-        train, best = _init_members(config, members, sources, pretrained, runner, programs)
+        pretrained = None if pretrained is None else runner.put_shared(pretrained)
+        train, best = programs.init(runner.put_members(inits), pretrained)
         return train, best, 0
     if ckpt.restore_members(start)["members"] != table["members"]:
         raise ValueError(f"{ckpt.directory}: checkpoint members differ from this config's")
-    train, best, _ = ckpt.restore(start, *programs["abstract_init"], runner)
+    train, best, _ = ckpt.restore(start, *programs.abstract_state, runner)
     logging.info("resumed from epoch %d of %s", start, ckpt.directory)
     return train, best, start
 
 
-def _run_epochs(config, runner, programs, ckpt, writer, table, train, best, start, steps,
-                device_data, pool):
+def _run_epochs(ctx: ProgramContext, train: Any, best: Any, start: int) -> tuple[Any, Any, int]:
     """Epochs `start`..num_epochs (or until every member stopped); checkpoints as configured."""
+    config, runner, steps = ctx.config, ctx.runner, ctx.steps
     epoch, last_save = start, time.monotonic()
-    stopped = np.asarray(runner.to_host(_field(train, "stopped")), bool)
+    stopped = np.asarray(runner.to_host(train.stopped), bool)
     while epoch < config.num_epochs and not stopped.all():
         summed = runner.put_members({"loss_sum": np.zeros(len(stopped), np.float32),
                                      "count": np.zeros(len(stopped), np.int32)})
-        train, summed = train_epoch(programs["train_step"], runner, train, summed, device_data,
-                                    pool, steps, stopped, lambda s: writer.step(epoch * steps + s))
-        train, best, info = programs["end_epoch"](train, best, device_data, pool)
+        train, summed = train_epoch(ctx, train, summed, stopped,
+                                    lambda s: ctx.writer.step(epoch * steps + s))
+        train, best, info = ctx.programs.end_epoch(train, best, ctx.device_data, ctx.pool)
         epoch += 1
-        stopped = _log_epoch(runner, writer, epoch, config.num_epochs, summed, info, best, train)
+        stopped = _log_epoch(ctx, epoch, summed, info, best, train)
         every, secs = config.checkpoint_every_epochs, config.checkpoint_every_secs
         if (epoch == config.num_epochs or stopped.all() or (every and epoch % every == 0)
                 or (secs and time.monotonic() - last_save >= secs)):
-            ckpt.save(epoch, train, best, table)
+            ctx.ckpt.save(epoch, train, best, ctx.table)
             last_save = time.monotonic()
     return train, best, epoch
 
 
-def train_epoch(train_step, runner, train, summed, device_data, pool, steps: int,
-                stopped: np.ndarray, after_step) -> tuple[Any, Any]:
-    """The epoch's `steps` program steps; nothing crosses to the host (no sync per step).
+def train_epoch(ctx: ProgramContext, train: Any, summed: Any, stopped: np.ndarray,
+                after_step: Callable[[int], None]) -> tuple[Any, Any]:
+    """The epoch's `ctx.steps` program steps; nothing crosses to the host (no sync per step).
 
-    With the 'loop' strategy, members stopped at the last epoch end are not computed at all
-    (vmap/lax_map cannot skip a member inside the batched program: it runs masked no-op steps).
-    `after_step(s)` is called after dispatching step s (1-based), e.g. the progress reporter.
+    Members stopped at the last epoch end are passed as `skip`: the 'loop' strategy does not
+    compute them at all (vmap/lax_map cannot skip a member inside the batched program: it runs
+    masked no-op steps). `after_step(s)` is called after dispatching step s (1-based), e.g. the
+    progress reporter.
     """
-    skip = {"skip": stopped, "passthrough": 2} if runner.strategy == "loop" else {}
-    for s in range(1, steps + 1):
-        train, summed = train_step(train, summed, device_data, pool, **skip)
+    for s in range(1, ctx.steps + 1):
+        train, summed = ctx.programs.train_step(train, summed, ctx.device_data, ctx.pool,
+                                                skip=stopped)
         after_step(s)
     return train, summed
 
 
-def _write_results(config, workdir, rows, data, arrays, probs, train_np, best_np, writer, epoch):
-    """results.csv and predictions.csv (atomically), and the test AUCs to the summaries."""
+def _write_results(ctx: ProgramContext, data: ExperimentData, arrays: step_lib.MemberArrays,
+                   probs: dict[str, np.ndarray], final: types.SimpleNamespace, epoch: int
+                   ) -> None:
+    """results.csv and predictions.csv (atomically), and the test AUCs to the summaries.
+
+    `final` holds the host copies of best epoch, best val loss, epochs trained and nonfinite.
+    """
+    config = ctx.config
     program = {"dataset": config.dataset, "image_size": config.image_size,
                "model_stage_sizes": "-".join(map(str, config.model.stage_sizes)),
                "model_width": config.model.width, "model_dtype": config.model.dtype}
     split_arrays = {s: {"indices": a.indices, "mask": a.mask, "confounded": a.confounded}
                     for s, a in evaluate.all_test_splits(arrays).items()}
     table_df, preds_df = results.build_tables(
-        rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
-        best_np.epoch, best_np.val_loss, train_np.epochs_trained, train_np.nonfinite)
+        ctx.rows, program, np.asarray(data.pool.labels), data.pool.names, split_arrays, probs,
+        final.epoch, final.val_loss, final.epochs_trained, final.nonfinite)
     for test_set in table_df["test_set"].unique():
         sel = table_df["test_set"] == test_set
-        writer.final(epoch, {f"auc_{test_set}": table_df.loc[sel, "auc"].to_numpy(),
-                             f"auc_keras_{test_set}": table_df.loc[sel, "auc_keras"].to_numpy()})
-    results.write_atomic(preds_df, workdir / results.PREDICTIONS_FILE)
-    path = results.write_atomic(table_df, workdir / results.RESULTS_FILE)
+        aucs = table_df.loc[sel]
+        ctx.writer.final(epoch, {f"auc_{test_set}": aucs["auc"].to_numpy(),
+                                 f"auc_keras_{test_set}": aucs["auc_keras"].to_numpy()})
+    results.write_atomic(preds_df, ctx.workdir / results.PREDICTIONS_FILE)
+    path = results.write_atomic(table_df, ctx.workdir / results.RESULTS_FILE)
     logging.info("wrote %s (%d rows)", path, len(table_df))
 
 
-def _init_members(config, members, sources, pretrained, runner, programs):
+def _member_inits(members: list[Member], sources: dict[str, tuple[int, str]]
+                  ) -> state_lib.MemberInit:
+    """Every member's `MemberInit` (seed, source slot, preprocessing), stacked (numpy)."""
     inits = []
     for member in members:
         slot, mode = sources[member.source]
         mean, scale = state_lib.preprocessing_constants(mode)
         inits.append(state_lib.MemberInit(seed=np.int32(member.seed), source_slot=np.int32(slot),
                                           pixel_mean=mean, pixel_scale=np.float32(scale)))
-    inputs = runner.put_members(packing.stack_trees(inits))
-    if pretrained is None:
-        return programs["init"](inputs)
-    return programs["init"](inputs, runner.put_shared(pretrained))
+    return packing.stack_trees(inits)
 
 
-def _log_epoch(runner, writer, epoch, num_epochs, summed, info, best, train) -> np.ndarray:
+def _log_epoch(ctx: ProgramContext, epoch: int, summed: Any, info: Any, best: Any, train: Any
+               ) -> np.ndarray:
     """Summaries and the console line after an epoch; returns the members' stopped flags.
 
     The epoch's only device-to-host copy: [M] scalars per member (train loss sum and count,
     EpochEnd, best val loss, stopped), in one transfer.
     """
-    host = runner.to_host(_bundle(summed=summed, info=info, best_val=_field(best, "val_loss"),
-                                  stopped=_field(train, "stopped")))
+    host = ctx.runner.to_host(dict(summed=summed, info=info, best_val=best.val_loss,
+                                   stopped=train.stopped))
     loss_sum, count = host["summed"]["loss_sum"], host["summed"]["count"]
     train_loss = np.where(count > 0, loss_sum / np.maximum(count, 1), np.nan)
     info, stopped = host["info"], host["stopped"]
-    writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
-                         "best_val_loss": host["best_val"], "val_auc": info.val_auc,
-                         "val_auc_keras": info.val_auc_keras}, info.active)
-    summaries.log_epoch(epoch, num_epochs, train_loss, info.val_loss, info.active, stopped)
+    ctx.writer.epoch(epoch, {"train_loss": train_loss, "val_loss": info.val_loss,
+                             "best_val_loss": host["best_val"], "val_auc": info.val_auc,
+                             "val_auc_keras": info.val_auc_keras}, info.active)
+    summaries.log_epoch(epoch, ctx.config.num_epochs, train_loss, info.val_loss, info.active,
+                        stopped)
     return np.asarray(stopped, bool)
-
-
-def _bundle(**fields: Any) -> Any:
-    """{name: placed member tree} -> one placed tree for a single `runner.to_host`."""
-    if any(isinstance(v, list) for v in fields.values()):  # loop: a tree per member
-        return [dict(zip(fields, per_member)) for per_member in zip(*fields.values())]
-    return fields
-
-
-def _field(placed: Any, name: str) -> Any:
-    """A field of a placed member state (a list of states for the loop strategy)."""
-    if isinstance(placed, list):
-        return [getattr(p, name) for p in placed]
-    return getattr(placed, name)

@@ -3,8 +3,9 @@
 Host side: `pack_member_arrays` pads every member's splits to a common length (index 0, mask
 False) so that M members stack into one array per field.
 
-Device side: a `Runner` places member-axis pytrees and lifts a per-member function
-`f(*member_args, *shared_args)` to all members:
+Device side: a `Runner` places member-axis pytrees (the same tree structure for every strategy,
+`train.placed`) and lifts a per-member function `f(*member_args, *shared_args)` to all members,
+its member parameters named (`runner.lift(f, member=("state", "data"), donate=("state",))`):
   'vmap'     jit(shard_map(vmap(f))): the member axis is sharded over a 1-D device mesh, and
              each device vectorises its members (convolutions become grouped convolutions).
   'groups'   jit(shard_map(fori_loop over groups of vmap(f)))): each device vectorises G members
@@ -12,8 +13,8 @@ Device side: a `Runner` places member-axis pytrees and lifts a per-member functi
              donated member state in place (every member's state, one group's activations).
   'lax_map'  jit(shard_map(lax.map(f))): each device runs its members one after another inside
              one program (compact memory; slow on XLA:CPU, see docs/performance.md).
-  'loop'     a Python loop over jit(f), one member at a time, each member's state living on its
-             own device; devices run concurrently through asynchronous dispatch.
+  'loop'     a Python loop over jit(f) (train.loop_runner), one member at a time, each member's
+             state on its own device; devices run concurrently through asynchronous dispatch.
 shard_map keeps every member's computation on one device: there is no cross-device traffic in
 any step, and BatchNorm statistics are per member by construction. For 'vmap'/'groups'/'lax_map'
 the member count is padded to a multiple of the device count (times the number of groups for
@@ -22,7 +23,6 @@ the member count is padded to a multiple of the device count (times the number o
 
 from __future__ import annotations
 
-import abc
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,6 +31,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sourcematters_jax.data.types import SPLITS, MemberData, SplitIndex
+from sourcematters_jax.train.loop_runner import LoopRunner
+from sourcematters_jax.train.placed import Lifted, MemberSignature, Runner
 from sourcematters_jax.train.step import Examples, MemberArrays
 
 MEMBER_AXIS = "members"
@@ -180,40 +182,6 @@ def select_devices(num_devices: int) -> list[jax.Device]:
     return devices[:num_devices] if num_devices else devices
 
 
-class Runner(abc.ABC):
-    """Places member-axis pytrees and lifts per-member functions; see the module docstring."""
-
-    strategy: str
-    num_members: int
-    devices: list[jax.Device]
-
-    @abc.abstractmethod
-    def put_members(self, tree: Any) -> Any:
-        """Numpy pytree with leading axis M -> placed representation."""
-        ...
-
-    @abc.abstractmethod
-    def put_shared(self, tree: Any) -> Any:
-        """A pytree every member reads (the image pool, pretrained backbones) -> placed."""
-        ...
-
-    @abc.abstractmethod
-    def to_host(self, placed: Any) -> Any:
-        """Placed member-axis pytree -> numpy pytree with leading axis M (padding dropped)."""
-        ...
-
-    @abc.abstractmethod
-    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
-             ) -> Callable:
-        """fn(*member_args, *shared_args) on one member -> the same on all members."""
-        ...
-
-    @abc.abstractmethod
-    def device_of(self, member: int) -> jax.Device:
-        """The device that computes member `member`."""
-        ...
-
-
 class ShardedRunner(Runner):
     """'vmap', 'groups' and 'lax_map': one jitted program, member axis sharded over a mesh."""
 
@@ -256,10 +224,17 @@ class ShardedRunner(Runner):
         per_device = self.padded_members // len(self.devices)
         return self.devices[member // per_device]
 
-    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
-             ) -> Callable:
-        k = num_member_args
+    def abstract_members(self, member_tree: Any) -> Any:
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
+            (self.padded_members,) + tuple(np.shape(s)), s.dtype, sharding=self.member_sharding),
+            member_tree)
+
+    def lift(self, fn: Callable, member: Sequence[str], donate: Sequence[str] = (),
+             passthrough: Sequence[str] = ()) -> Lifted:
+        signature = MemberSignature.of(fn, member, donate, passthrough)
+        k = signature.num_member
         strategy, size = self.strategy, self.group_size
+        donate_argnums = signature.donate_argnums
         in_place = tuple(i for i in donate_argnums if i < k)
 
         def local(*args):
@@ -273,7 +248,8 @@ class ShardedRunner(Runner):
             return jax.shard_map(local, mesh=self.mesh, in_specs=specs,
                                  out_specs=P(MEMBER_AXIS))(*args)
 
-        return jax.jit(program, donate_argnums=tuple(donate_argnums))
+        jitted = jax.jit(program, donate_argnums=donate_argnums)
+        return Lifted(lambda *args, skip=None: jitted(*args), signature, jitted)
 
 
 def run_groups(fn: Callable, member_args: Sequence[Any], shared: Sequence[Any], size: int,
@@ -337,63 +313,6 @@ def run_groups(fn: Callable, member_args: Sequence[Any], shared: Sequence[Any], 
     outs = tuple(carried[in_place.index(j)] if j in in_place else fresh[j]
                  for j in range(len(out_shapes)))
     return outs[0] if single else outs
-
-
-class LoopRunner(Runner):
-    """'loop': a Python loop over a jitted single-member function; members split over devices.
-
-    Placed member trees are Python lists (one pytree per member, committed to its device);
-    shared trees are lists with one copy per device.
-    """
-
-    strategy = "loop"
-
-    def __init__(self, num_members: int, devices: Sequence[jax.Device]):
-        self.num_members = num_members
-        self.devices = list(devices)
-        # Contiguous blocks, as the sharded runners assign members.
-        per_device = math.ceil(num_members / len(self.devices))
-        self._device_index = [m // per_device for m in range(num_members)]
-
-    def device_of(self, member: int) -> jax.Device:
-        return self.devices[self._device_index[member]]
-
-    def put_members(self, tree: Any) -> list[Any]:
-        leading = {np.shape(x)[0] for x in jax.tree.leaves(tree)}
-        if leading != {self.num_members}:
-            raise ValueError(f"member axis has {sorted(leading)} entries, expected {self.num_members}")
-        return [jax.device_put(jax.tree.map(lambda x: np.asarray(x)[m], tree), self.device_of(m))
-                for m in range(self.num_members)]
-
-    def put_shared(self, tree: Any) -> list[Any]:
-        return [jax.device_put(tree, d) for d in self.devices]
-
-    def to_host(self, placed: list[Any]) -> Any:
-        return stack_trees(jax.device_get(placed))
-
-    def lift(self, fn: Callable, num_member_args: int, donate_argnums: Sequence[int] = ()
-             ) -> Callable:
-        k = num_member_args
-        jitted = jax.jit(fn, donate_argnums=tuple(donate_argnums))
-
-        def run(*args, skip: Sequence[bool] | None = None, passthrough: int = 1):
-            """`skip[m]` True: member m is not computed (e.g. early-stopped); its outputs are
-            its first `passthrough` member args as passed (for a fn whose outputs mirror them,
-            such as a train step (state, accumulator, data) -> (state, accumulator))."""
-            member_args, shared = args[:k], args[k:]
-            outs = []
-            for m in range(self.num_members):
-                if skip is not None and skip[m]:
-                    kept = tuple(a[m] for a in member_args[:passthrough])
-                    outs.append(kept if passthrough > 1 else kept[0])
-                    continue
-                d = self._device_index[m]
-                outs.append(jitted(*(a[m] for a in member_args), *(s[d] for s in shared)))
-            if isinstance(outs[0], tuple):
-                return tuple(list(o) for o in zip(*outs))
-            return outs
-
-        return run
 
 
 def make_runner(strategy: str, num_members: int, devices: Sequence[jax.Device],
