@@ -31,12 +31,14 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sourcematters_jax import cli_errors  # noqa: E402
+from sourcematters_jax.launch import program as program_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (get_config(arg)).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.csv.")
 flags.mark_flags_as_required(["config", "workdir"])
+program_lib.define_distributed_absl_flags(FLAGS)  # --distributed, as launch.program has
 
 
 class _DropLibraryInfo(py_logging.Filter):
@@ -77,6 +79,9 @@ def main(argv) -> int:
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 
     def train() -> int:
+        if FLAGS.distributed:  # before the first JAX computation
+            program_lib.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                               FLAGS.process_id)
         summaries.hide_accelerators_from_tensorflow()
         compile_cache.enable()
         print(train_and_evaluate(FLAGS.config, FLAGS.workdir))
