@@ -139,14 +139,15 @@ def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{name}", type=kind, default=None, help=text)
 
 
-def define_distributed_absl_flags(flag_values: Any = None) -> None:
-    """The same flags as absl flags (default None / False), in `flag_values` (absl's FLAGS)."""
+def define_distributed_absl_flags() -> None:
+    """The same flags as absl flags (default None / False), owned by the calling module (so its
+    --help lists them: this module disclaims them, absl's idiom for flag-defining helpers)."""
     from absl import flags
 
+    flags.disclaim_key_flags()
     define = {None: flags.DEFINE_bool, str: flags.DEFINE_string, int: flags.DEFINE_integer}
     for name, kind, text in DISTRIBUTED_FLAGS:
-        define[kind](name, False if kind is None else None, text,
-                     flag_values=flag_values or flags.FLAGS)
+        define[kind](name, False if kind is None else None, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

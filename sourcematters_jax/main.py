@@ -11,6 +11,11 @@ once. On CPU the program uses one XLA host device per core unless XLA_FLAGS alre
 (`--xla_force_host_platform_device_count`): members are sharded over devices, which trains
 faster on multi-core CPUs than one device does.
 
+`--distributed` (with --coordinator_address, --num_processes, --process_id where JAX cannot
+detect them) runs one program over several processes: every process runs the same command,
+the members are sharded over all their devices and process 0 writes the workdir
+(docs/launch.md, "Several hosts").
+
 JAX's persistent compilation cache is on (`~/.cache/sourcematters_jax/jax` unless
 JAX_COMPILATION_CACHE_DIR names another directory).
 
@@ -38,7 +43,7 @@ config_flags.DEFINE_config_file("config", None, "Training config file (get_confi
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.csv.")
 flags.mark_flags_as_required(["config", "workdir"])
-program_lib.define_distributed_absl_flags(FLAGS)  # --distributed, as launch.program has
+program_lib.define_distributed_absl_flags()  # --distributed, as launch.program has
 
 
 class _DropLibraryInfo(py_logging.Filter):

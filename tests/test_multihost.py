@@ -21,10 +21,12 @@ import socket
 import subprocess
 import sys
 
+import jax
 import pandas as pd
 import pytest
 
 from sourcematters_jax import workdir_lock
+from sourcematters_jax.train import packing, processes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = f"--config={REPO / 'configs' / 'smoke.py'}:strategy=vmap,epochs=2"
@@ -146,3 +148,27 @@ def test_a_locked_workdir_fails_every_process(runs):
         assert status == 2, err[-3000:]
         assert f"workdir {workdir} is in use by pid {os.getpid()}" in err
     assert "(on process 0)" in outcome[1][1]
+
+
+# Without the subprocesses: what several processes change, with jax.process_count() patched.
+
+def test_loop_is_refused_with_several_processes(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"config.execution.strategy='loop'.*'vmap', 'groups'"):
+        packing.resolve_strategy("loop", "cpu", model_width=8, num_members=4, num_devices=4)
+    # 'auto' picks 'vmap' where one process would pick 'loop' (wide model, few members).
+    assert packing.resolve_strategy("auto", "cpu", model_width=64, num_members=1,
+                                    num_devices=4) == "vmap"
+    with pytest.raises(ValueError, match="'loop' strategy runs on one process"):
+        packing.make_runner("loop", 2, jax.local_devices())
+    with pytest.raises(ValueError, match=r"execution.num_devices=1: a program of 2 processes"):
+        packing.select_devices(1)
+
+
+def test_one_process_agree_is_the_plain_call():
+    assert processes.count() == 1 and processes.is_writer()
+    assert processes.agree(lambda x: x + 1, 1) == 2
+    assert processes.writer_first(lambda: [3]) == [3]
+    with pytest.raises(KeyError):
+        processes.on_writer(lambda: {}["missing"])
+    processes.barrier("nothing to wait for")

@@ -19,6 +19,12 @@ count; older checkpoints hold host arrays with exactly the real members) or 'per
 rows past the real members are padding that never reaches the host); across layouts (a 'loop'
 checkpoint resumed by 'vmap', or back) it goes through host memory once.
 
+With several processes (jax.distributed) every process calls save and restore with the global
+arrays: Orbax writes each process's own shards, and process 0 (`primary_host`) the metadata and
+the members item, and creates and finalises the checkpoint directory behind its barriers. The
+workdir must be on a filesystem every process sees (host-local disks would need Orbax's
+primary_host=None, which this program does not use).
+
 `load_member` / `export_member` give one member's best weights back for later evaluation: the
 full classifier variables {'params': {'backbone', 'head'}, 'batch_stats': {'backbone'}} plus the
 member's row and its preprocessing.
@@ -48,6 +54,10 @@ def layout_of(placed: Any) -> str:
     return PER_MEMBER if isinstance(placed, list) else STACKED
 
 
+# Every process of a program takes part (each writes its shards); process 0 writes the rest.
+_PROCESSES = ocp.options.MultiprocessingOptions(primary_host=0)
+
+
 class ProgramCheckpoints:
     """Save/restore a program's (train, best, members); asynchronous saves, see the module doc."""
 
@@ -57,7 +67,8 @@ class ProgramCheckpoints:
             raise FileNotFoundError(f"{self.directory}: no checkpoints (not a training workdir?)")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                                read_only=read_only,
-                                               enable_async_checkpointing=not read_only)
+                                               enable_async_checkpointing=not read_only,
+                                               multiprocessing_options=_PROCESSES)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("train", "best", "members"))
 
