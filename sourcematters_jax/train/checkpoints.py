@@ -142,7 +142,8 @@ class ProgramCheckpoints:
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
                                                              sharding=_host_sharding()), tree)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            best=ocp.args.StandardRestore(target), members=ocp.args.JsonRestore()))
+            best=ocp.args.StandardRestore(target, fallback_sharding=_host_sharding()),
+            members=ocp.args.JsonRestore()))
         return jax.tree.map(np.asarray, restored["best"]), dict(restored["members"])
 
     def close(self) -> None:
