@@ -11,7 +11,7 @@ path) and writes the same results, and one process reads every member back from 
 checkpoint (`checkpoints.load_member`), equal to the 1-process run's; with the workdir locked by another process, both processes
 fail with the lock's message instead of one of them waiting forever.
 
-Every child has a timeout (a hang fails the test). Six CLI runs: 4 min 42 s on the 2-core CPU
+Every child has a timeout (a hang fails the test). Six CLI runs: 2.5-5 min on the 2-core CPU
 shared with other test runs, most of it process start-up (TensorFlow, JAX) and compiling.
 """
 
