@@ -15,7 +15,8 @@ sweep's programs share one shape (`config.pad_to_sweep`), so only the first one 
 `--distributed` calls `jax.distributed.initialize()` first, for one program spanning several hosts
 (a TPU pod slice, a multi-node Slurm allocation): every host runs the same command, and JAX finds
 the coordinator from the TPU metadata or the Slurm environment (or from `--coordinator_address`,
-`--num_processes` and `--process_id` when given).
+`--num_processes` and `--process_id` when given). The members are then sharded over every process's devices and process
+0 alone writes the workdir (docs/launch.md, "Several hosts").
 """
 
 from __future__ import annotations

@@ -183,4 +183,3 @@ def test_one_process_agree_is_the_plain_call():
     assert processes.writer_first(lambda: [3]) == [3]
     with pytest.raises(KeyError):
         processes.on_writer(lambda: {}["missing"])
-    processes.barrier("nothing to wait for")

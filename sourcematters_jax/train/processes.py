@@ -45,14 +45,6 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """Wait until every process reached `barrier(name)` (nothing with one process)."""
-    if count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def agree(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` run on the writer; its result (JSON-able) returned on every process.
 
