@@ -15,7 +15,8 @@ sweep's programs share one shape (`config.pad_to_sweep`), so only the first one 
 `--distributed` calls `jax.distributed.initialize()` first, for one program spanning several hosts
 (a TPU pod slice, a multi-node Slurm allocation): every host runs the same command, and JAX finds
 the coordinator from the TPU metadata or the Slurm environment (or from `--coordinator_address`,
-`--num_processes` and `--process_id` when given).
+`--num_processes` and `--process_id` when given). The members are then sharded over every process's devices and process
+0 alone writes the workdir (docs/launch.md, "Several hosts").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import argparse
 import logging
 import pathlib
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -55,9 +56,15 @@ def setup_job() -> None:
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None) -> None:
-    """`jax.distributed.initialize` (auto-detected on TPU VMs and Slurm when arguments are None)."""
+    """`jax.distributed.initialize` (auto-detected on TPU VMs and Slurm when arguments are None).
+
+    Call it before the first JAX computation. CPU cross-process collectives (the member axis
+    sharded over several processes' host devices, `process_allgather`) need gloo, which is set
+    here (the setting only concerns the CPU backend; harmless on GPU/TPU).
+    """
     import jax
 
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
     log.info("jax.distributed: process %d of %d, %d global devices", jax.process_index(),
@@ -102,16 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --distributed and the optional jax.distributed.initialize arguments: (name, type, help), type
+# None for the switch. One definition for argparse (`add_distributed_flags`) and absl
+# (`define_distributed_absl_flags`, python -m sourcematters_jax.main).
+DISTRIBUTED_FLAGS = (
+    ("distributed", None, "call jax.distributed.initialize() first (a program spanning hosts: "
+                          "every process runs the same command; docs/launch.md, 'Several hosts')"),
+    ("coordinator_address", str, "host:port of process 0 (default: auto-detected on TPU VMs / "
+                                 "Slurm)"),
+    ("num_processes", int, "number of processes of the program (default: auto-detected)"),
+    ("process_id", int, "this process's index (default: auto-detected)"),
+)
+
+
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
     """--distributed and the optional jax.distributed.initialize arguments (for `initialize_distributed`)."""
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (a program spanning hosts)")
-    parser.add_argument("--coordinator_address", default=None,
-                        help="host:port of process 0 (default: auto-detected on TPU VMs / Slurm)")
-    parser.add_argument("--num_processes", type=int, default=None,
-                        help="number of processes of the program (default: auto-detected)")
-    parser.add_argument("--process_id", type=int, default=None,
-                        help="this process's index (default: auto-detected)")
+    for name, kind, text in DISTRIBUTED_FLAGS:
+        if kind is None:
+            parser.add_argument(f"--{name}", action="store_true", help=text)
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=None, help=text)
+
+
+def define_distributed_absl_flags() -> None:
+    """The same flags as absl flags (default None / False), owned by the calling module (so its
+    --help lists them: this module disclaims them, absl's idiom for flag-defining helpers)."""
+    from absl import flags
+
+    flags.disclaim_key_flags()
+    define = {None: flags.DEFINE_bool, str: flags.DEFINE_string, int: flags.DEFINE_integer}
+    for name, kind, text in DISTRIBUTED_FLAGS:
+        define[kind](name, False if kind is None else None, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

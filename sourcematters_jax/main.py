@@ -11,6 +11,11 @@ once. On CPU the program uses one XLA host device per core unless XLA_FLAGS alre
 (`--xla_force_host_platform_device_count`): members are sharded over devices, which trains
 faster on multi-core CPUs than one device does.
 
+`--distributed` (with --coordinator_address, --num_processes, --process_id where JAX cannot
+detect them) runs one program over several processes: every process runs the same command,
+the members are sharded over all their devices and process 0 writes the workdir
+(docs/launch.md, "Several hosts").
+
 JAX's persistent compilation cache is on (`~/.cache/sourcematters_jax/jax` unless
 JAX_COMPILATION_CACHE_DIR names another directory).
 
@@ -30,12 +35,14 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sourcematters_jax import cli_errors, log_setup  # noqa: E402
+from sourcematters_jax.launch import program as program_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (get_config(arg)).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and results.csv.")
 flags.mark_flags_as_required(["config", "workdir"])
+program_lib.define_distributed_absl_flags()  # --distributed, as launch.program has
 
 
 def check_config_flags(argv: Sequence[str]) -> None:
@@ -69,6 +76,9 @@ def main(argv) -> int:
     from sourcematters_jax.train import summaries, train_and_evaluate  # after XLA_FLAGS is set
 
     def train() -> int:
+        if FLAGS.distributed:  # before the first JAX computation
+            program_lib.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                               FLAGS.process_id)
         summaries.hide_accelerators_from_tensorflow()
         compile_cache.enable()
         print(train_and_evaluate(FLAGS.config, FLAGS.workdir))

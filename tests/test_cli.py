@@ -55,7 +55,8 @@ def test_every_flag_has_help(command, capsys):
 def test_train_help_explains_its_flags(capsys):
     assert cli.main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--config:", "--workdir:", "--config.KEY=VALUE"):
+    for flag in ("--config:", "--workdir:", "--config.KEY=VALUE", "--[no]distributed:",
+                 "--coordinator_address:", "--num_processes:", "--process_id:"):
         assert flag in out
     assert "python -m sourcematters_jax.main" in out
 

@@ -21,6 +21,12 @@ of member trees: what a 'loop'-placed tree, `train.placed.PerMember` leaves, is 
 rows past the real members are padding that never reaches the host); across layouts (a 'loop'
 checkpoint resumed by 'vmap', or back) it goes through host memory once.
 
+With several processes (jax.distributed) every process calls save and restore with the global
+arrays: Orbax writes each process's own shards, and process 0 (`primary_host`) the metadata and
+the members item, and creates and finalises the checkpoint directory behind its barriers. The
+workdir must be on a filesystem every process sees (host-local disks would need Orbax's
+primary_host=None, which this program does not use).
+
 `load_member` / `export_member` give one member's best weights back for later evaluation: the
 full classifier variables {'params': {'backbone', 'head'}, 'batch_stats': {'backbone'}} plus the
 member's row and its preprocessing.
@@ -62,6 +68,10 @@ def _from_disk(tree: Any, layout: str) -> Any:
     return placed.assemble(tree) if layout == PER_MEMBER else tree
 
 
+# Every process of a program takes part (each writes its shards); process 0 writes the rest.
+_PROCESSES = ocp.options.MultiprocessingOptions(primary_host=0)
+
+
 class ProgramCheckpoints:
     """Save/restore a program's (train, best, members); asynchronous saves, see the module doc."""
 
@@ -71,7 +81,8 @@ class ProgramCheckpoints:
             raise FileNotFoundError(f"{self.directory}: no checkpoints (not a training workdir?)")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                                read_only=read_only,
-                                               enable_async_checkpointing=not read_only)
+                                               enable_async_checkpointing=not read_only,
+                                               multiprocessing_options=_PROCESSES)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("train", "best", "members"))
 
@@ -151,7 +162,8 @@ class ProgramCheckpoints:
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
                                                              sharding=_host_sharding()), tree)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            best=ocp.args.StandardRestore(target), members=ocp.args.JsonRestore()))
+            best=ocp.args.StandardRestore(target, fallback_sharding=_host_sharding()),
+            members=ocp.args.JsonRestore()))
         members = dict(restored["members"])
         return (_stacked_numpy(restored["best"], members.get(LAYOUT_KEY, STACKED), None),
                 members)

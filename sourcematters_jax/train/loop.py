@@ -39,7 +39,8 @@ from sourcematters_jax.data.types import ExperimentData
 from sourcematters_jax.members import Member, select_members
 from sourcematters_jax.train import checkpoints, inputs as inputs_lib, results, summaries
 from sourcematters_jax.train import config as config_lib
-from sourcematters_jax.train import evaluate, packing, state as state_lib, step as step_lib
+from sourcematters_jax.train import evaluate, packing, processes, state as state_lib
+from sourcematters_jax.train import step as step_lib
 from sourcematters_jax.train import memory as memory_lib
 from sourcematters_jax.train.programs import Programs, ProgramSpec, build_programs
 
@@ -109,7 +110,7 @@ def program_members(config: ml_collections.ConfigDict) -> list[tuple[int, Member
 @functools.lru_cache(maxsize=4)
 def _runner(strategy: str, num_members: int, device_ids: tuple[int, ...], group_size: int = 0
             ) -> packing.Runner:
-    by_id = {d.id: d for d in jax.local_devices()}
+    by_id = {d.id: d for d in jax.devices()}  # global with several processes
     return packing.make_runner(strategy, num_members, [by_id[i] for i in device_ids], group_size)
 
 
@@ -125,8 +126,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     already holds every member. `data` replaces `load_experiment(...)` (tests, custom data).
     The whole run holds WORKDIR's lock (`workdir_lock`): a second process on the same workdir
     is refused with `LockHeld`, naming the holder, before it reads or writes anything there.
+    With several processes (jax.distributed) process 0 holds the lock and writes the files;
+    the workdir decisions are its, agreed by all (`processes`).
     """
-    with workdir_lock.hold(workdir, what="workdir"):
+    with processes.held_by_writer(lambda: workdir_lock.hold(workdir, what="workdir")):
         return _train_and_evaluate(config, workdir, data=data)
 
 
@@ -137,8 +140,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     chosen = program_members(config)
     members = [m for _, m in chosen]
     results_path = workdir / results.RESULTS_FILE
-    if not check_workdir(config, workdir) and results.is_complete(
-            results_path, [m.member_id for m in members]):
+    if processes.agree(lambda: not check_workdir(config, workdir) and results.is_complete(
+            results_path, [m.member_id for m in members])):
         logging.info("%s is complete; nothing to do", results_path)
         return results_path
 
@@ -146,14 +149,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     # split leaves the workdir as it was.
     model = state_lib.build_model(config.model.to_dict(), config.dropout_rate)
     sources, pretrained = inputs_lib.resolve_sources(config, members, model)
-    data = inputs_lib.load_data(config) if data is None else data
+    if data is None:  # the writer first: it may build the dataset that the others then read
+        data = processes.writer_first(inputs_lib.load_data, config)
     members_data = [data.member_data(m.p_art, m.fold, m.seed) for m in members]
     inputs_lib.check_data(data, members, members_data, config.image_size)
     pad_to = inputs_lib.sweep_lengths(config, data) if config.pad_to_sweep else None
     devices = packing.select_devices(config.execution.num_devices)
     host_devices.check_platform(devices[0].platform,
                                 require_accelerator=config.execution.require_accelerator)
-    claim_workdir(config, workdir)
+    processes.on_writer(claim_workdir, config, workdir)  # also a barrier: config.json is written
     arrays = packing.pack_member_arrays(members_data, batch_size=config.batch_size,
                                         eval_batch_size=config.eval_batch_size, pad_to=pad_to)
     batch, steps = packing.train_layout(members_data, config.batch_size, pad_to)
@@ -177,11 +181,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
     table = {"members": rows, "model": config.model.to_dict(), "image_size": config.image_size,
              "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
     table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
-    atomic_files.write_json(workdir / PROGRAM_FILE, {
+    processes.on_writer(atomic_files.write_json, workdir / PROGRAM_FILE, {
         "strategy": strategy, "group_size": getattr(runner, "group_size", 1),
         "remat": execution.remat, "platform": devices[0].platform,
         "devices": [d.id for d in devices], "batch_size": batch, "steps_per_epoch": steps,
-        "member_devices": {row["member_id"]: runner.device_of(i).id for i, row in enumerate(rows)}})
+        "member_devices": {row["member_id"]: runner.device_of(i).id for i, row in enumerate(rows)},
+        "processes": processes.count(), "member_processes": {
+            row["member_id"]: runner.device_of(i).process_index for i, row in enumerate(rows)}})
 
     ckpt = checkpoints.ProgramCheckpoints(workdir, keep=config.keep_checkpoints)
     writer = None
@@ -193,7 +199,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
         pool = runner.put_shared(step_lib.DevicePool(images=np.asarray(data.pool.images),
                                                      labels=np.asarray(data.pool.labels, np.int32)))
         writer = summaries.Summaries(workdir, rows, config.num_epochs * steps,
-                                     config.progress_every_secs)
+                                     config.progress_every_secs, write=processes.is_writer())
         ctx = ProgramContext(config=config, workdir=workdir, runner=runner, programs=programs,
                              ckpt=ckpt, writer=writer, table=table, rows=rows, steps=steps,
                              device_data=device_data, pool=pool)
@@ -203,7 +209,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
         final = types.SimpleNamespace(**runner.to_host(dict(
             epoch=best.epoch, val_loss=best.val_loss, epochs_trained=train.epochs_trained,
             nonfinite=train.nonfinite)))
-        _write_results(ctx, data, arrays, probs, final, epoch)
+        processes.on_writer(_write_results, ctx, data, arrays, probs, final, epoch)
     finally:
         ckpt.close()
         if writer is not None:

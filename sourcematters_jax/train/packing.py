@@ -145,15 +145,22 @@ def resolve_strategy(strategy: str, platform: str, *, model_width: int, num_memb
     a grouped convolution that XLA:CPU runs slower than M plain ones; for the narrow test and demo
     variants a step is dispatch-bound and 'vmap' is fastest, unless there are fewer members than
     devices (vmap would compute padded copies). 'lax_map' is never chosen (pathological on CPU).
+    With several processes (jax.distributed) 'loop' is not available: its members live on
+    single local devices, and only the sharded strategies span the processes' global mesh.
     """
+    processes = jax.process_count()
     if strategy != "auto":
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown execution strategy {strategy!r}; expected 'auto' or one of "
                              f"{STRATEGIES}")
+        if strategy == "loop" and processes > 1:
+            raise ValueError(f"config.execution.strategy='loop' runs on one process, but this "
+                             f"program has {processes} (jax.distributed); use 'vmap', 'groups', "
+                             "'lax_map' or 'auto'")
         return strategy
     if platform != "cpu":
         return "groups"
-    if model_width >= CPU_LOOP_MIN_WIDTH or num_members < num_devices:
+    if processes == 1 and (model_width >= CPU_LOOP_MIN_WIDTH or num_members < num_devices):
         return "loop"
     return "vmap"
 
@@ -175,10 +182,19 @@ def group_layout(num_members: int, num_devices: int, group_size: int) -> tuple[i
 
 
 def select_devices(num_devices: int) -> list[jax.Device]:
-    """The first `num_devices` local devices (all when 0)."""
-    devices = jax.local_devices()
+    """The program's devices: the first `num_devices` local devices (all when 0).
+
+    With several processes (jax.distributed) the program spans them: every process's devices,
+    the global `jax.devices()` (process 0's first), and `num_devices` counts global devices
+    (0 or all of them: each process must hold shards of the member axis).
+    """
+    processes = jax.process_count()
+    devices = jax.devices() if processes > 1 else jax.local_devices()
     if num_devices < 0 or num_devices > len(devices):
         raise ValueError(f"execution.num_devices={num_devices}, but {len(devices)} devices exist")
+    if processes > 1 and num_devices not in (0, len(devices)):
+        raise ValueError(f"execution.num_devices={num_devices}: a program of {processes} "
+                         f"processes runs on all {len(devices)} global devices; set 0")
     return devices[:num_devices] if num_devices else devices
 
 
@@ -203,6 +219,10 @@ class ShardedRunner(Runner):
         self.member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self.replicated = NamedSharding(self.mesh, P())
 
+    # With several processes (jax.distributed) the mesh spans them: every process holds the
+    # same host data and supplies only its addressable shards (`make_array_from_callback`), and
+    # `to_host` gathers the member axis from every process (`process_allgather`).
+
     def put_members(self, tree: Any) -> Any:
         def put(x):
             x = np.asarray(x)
@@ -211,14 +231,24 @@ class ShardedRunner(Runner):
             pad = self.padded_members - self.num_members
             if pad:
                 x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-            return jax.device_put(x, self.member_sharding)
+            return self._put(x, self.member_sharding)
         return jax.tree.map(put, tree)
 
     def put_shared(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.replicated)
+        return jax.tree.map(lambda x: self._put(np.asarray(x), self.replicated), tree)
 
     def to_host(self, placed: Any) -> Any:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            placed = multihost_utils.process_allgather(placed, tiled=True)
         return jax.tree.map(lambda x: np.asarray(jax.device_get(x))[: self.num_members], placed)
+
+    @staticmethod
+    def _put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     def device_of(self, member: int) -> jax.Device:
         per_device = self.padded_members // len(self.devices)
@@ -325,5 +355,8 @@ def make_runner(strategy: str, num_members: int, devices: Sequence[jax.Device],
     if num_members < 1:
         raise ValueError("a program needs at least one member")
     if strategy == "loop":
+        if jax.process_count() > 1:
+            raise ValueError("the 'loop' strategy runs on one process; a program of several "
+                             "processes needs 'vmap', 'groups' or 'lax_map'")
         return LoopRunner(num_members, devices)
     return ShardedRunner(strategy, num_members, devices, group_size)

@@ -38,17 +38,19 @@ class Summaries:
     """Per-member TensorBoard writers plus a progress reporter for one program."""
 
     def __init__(self, workdir: str | os.PathLike, member_rows: Sequence[Mapping[str, Any]],
-                 total_steps: int, every_secs: float):
+                 total_steps: int, every_secs: float, write: bool = True):
+        """`write` False (a program's processes other than 0): nothing is written to the
+        workdir; progress is still logged to the console."""
         hide_accelerators_from_tensorflow()
         from clu import metric_writers
 
         root = pathlib.Path(workdir) / SUMMARY_DIR
         self._members = [metric_writers.SummaryWriter(os.fspath(root / row["member_id"]))
-                         for row in member_rows]
+                         if write else metric_writers.MultiWriter([]) for row in member_rows]
         for writer, row in zip(self._members, member_rows):
             writer.write_hparams({k: v for k, v in row.items() if isinstance(v, (int, float, str))})
         self._program = metric_writers.create_default_writer(
-            os.fspath(root / PROGRAM_STREAM), asynchronous=False)
+            os.fspath(root / PROGRAM_STREAM), asynchronous=False, just_logging=not write)
         self._progress = make_progress(total_steps, self._program, every_secs)
 
     def step(self, step: int) -> None:
