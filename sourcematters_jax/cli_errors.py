@@ -16,9 +16,11 @@ of a user error too.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable, Iterator
 
 from sourcematters_jax.workdir_lock import LockHeld
@@ -34,8 +36,35 @@ class Terminated(BaseException):
     only `finally` blocks and `guard` see it."""
 
 
+# How long a SIGTERM that arrived in a context that would swallow `Terminated` waits before it
+# is delivered again (see `_raise_terminated`).
+REDELIVER_S = 0.05
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    """The SIGTERM handler: raise `Terminated`, unless Python would swallow it right there.
+
+    A handler runs in whatever Python code the main thread is executing, and that can be a
+    garbage-collector callback (JAX registers one) or a `__del__`: an exception raised there is
+    printed as "Exception ignored in ..." and lost, and the program would carry on as if never
+    signalled. In such a frame the signal is sent again a moment later instead.
+    """
+    if _swallows_exceptions(frame):
+        timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise Terminated()
+
+
+def _swallows_exceptions(frame: Any) -> bool:
+    """True if `frame` or a caller is a gc callback or a `__del__` (their errors are ignored)."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
