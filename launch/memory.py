@@ -176,14 +176,13 @@ def plan_capacity(config: ml_collections.ConfigDict, *, platform: str, devices: 
     programs, remat, memory, per_device = choice
     capacity = per_device * devices
     largest = math.ceil(num_members / programs)
-    on_device = math.ceil(largest / devices)
+    requested = 0
     if strategy == "groups":
-        group = int(config.execution.group_size) or step_memory.choose_group_size(
+        requested = int(config.execution.group_size) or step_memory.choose_group_size(
             memory, usable, largest, devices)
-        group, padded = packing.group_layout(largest, devices, group)
-        on_device = padded // devices
-    else:
-        group = on_device if strategy == "vmap" else 1
+    group, padded = packing.group_layout(largest, devices,
+                                         packing.strategy_group_size(strategy, requested))
+    on_device = padded // devices
     need = memory.program_bytes(on_device, group, strategy)
     copies = step_memory.STATE_COPIES.get(strategy, 1)
     lines = (

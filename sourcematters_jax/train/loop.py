@@ -182,7 +182,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Pat
              "config_sha256": hashlib.sha256(config_lib.identity_json(config).encode()).hexdigest()}
     table = json.loads(json.dumps(table))  # tuples -> lists, as it reads back from JSON
     processes.on_writer(atomic_files.write_json, workdir / PROGRAM_FILE, {
-        "strategy": strategy, "group_size": getattr(runner, "group_size", 1),
+        "strategy": strategy, "group_size": runner.group_size,
         "remat": execution.remat, "platform": devices[0].platform,
         "devices": [d.id for d in devices], "batch_size": batch, "steps_per_epoch": steps,
         "member_devices": {row["member_id"]: runner.device_of(i).id for i, row in enumerate(rows)},

@@ -27,6 +27,7 @@ class LoopRunner(Runner):
     """
 
     strategy = "loop"
+    group_size = 1  # one member at a time (as `packing.strategy_group_size`)
 
     def __init__(self, num_members: int, devices: Sequence[jax.Device]):
         self.num_members = num_members

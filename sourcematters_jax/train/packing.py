@@ -181,6 +181,12 @@ def group_layout(num_members: int, num_devices: int, group_size: int) -> tuple[i
     return size, num_devices * groups * size
 
 
+def strategy_group_size(strategy: str, group_size: int = 0) -> int:
+    """The `group_layout` group size of a concrete strategy: 'vmap' is one group of a device's
+    members (0), 'lax_map' and 'loop' run members one at a time (1), 'groups' uses `group_size`."""
+    return {"vmap": 0, "groups": group_size, "lax_map": 1, "loop": 1}[strategy]
+
+
 def select_devices(num_devices: int) -> list[jax.Device]:
     """The program's devices: the first `num_devices` local devices (all when 0).
 
@@ -209,13 +215,8 @@ class ShardedRunner(Runner):
         self.num_members = num_members
         self.devices = list(devices)
         self.mesh = Mesh(np.array(self.devices), (MEMBER_AXIS,))
-        if strategy == "groups":
-            self.group_size, self.padded_members = group_layout(num_members, len(self.devices),
-                                                                group_size)
-        else:
-            self.padded_members = math.ceil(num_members / len(self.devices)) * len(self.devices)
-            per_device = self.padded_members // len(self.devices)
-            self.group_size = per_device if strategy == "vmap" else 1
+        self.group_size, self.padded_members = group_layout(
+            num_members, len(self.devices), strategy_group_size(strategy, group_size))
         self.member_sharding = NamedSharding(self.mesh, P(MEMBER_AXIS))
         self.replicated = NamedSharding(self.mesh, P())
 

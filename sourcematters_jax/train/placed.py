@@ -150,6 +150,7 @@ class Runner(abc.ABC):
     strategy: str
     num_members: int
     devices: list[jax.Device]
+    group_size: int  # members vectorised at a time on a device (`packing.group_layout`)
 
     @abc.abstractmethod
     def put_members(self, tree: Any) -> Any:
