@@ -44,7 +44,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 from sourcematters_jax import variables_io
-from sourcematters_jax.train import placed
+from sourcematters_jax.train import packing, placed
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_FORMAT = "sourcematters_jax.member"
@@ -190,7 +190,7 @@ def _stacked_numpy(state: Any, layout: str, num_members: int | None) -> Any:
     """A state restored to host in `layout` -> numpy with a leading member axis, cut to
     `num_members` rows (None: every row, padding included)."""
     if layout == PER_MEMBER:  # on disk: a list of member trees
-        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *state)
+        return packing.stack_trees(state)
     return jax.tree.map(lambda x: np.asarray(x)[:num_members], state)
 
 

@@ -89,7 +89,7 @@ def _cache_key(config: ml_collections.ConfigDict, batch_size: int, remat: bool) 
     code = hashlib.sha256()
     root = pathlib.Path(__file__).resolve().parents[1]
     for path in sorted([*root.glob("models/*.py"), *(root / "train" / f for f in (
-            "step.py", "state.py", "augment.py"))]):
+            "step.py", "state.py", "augment.py", "programs.py"))]):
         code.update(path.read_bytes())
     fields = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
               for k in ("model", "image_size", "dropout_rate", "augment")}
@@ -134,7 +134,8 @@ def measure_member_step(config: ml_collections.ConfigDict, *, batch_size: int, r
 
 def _measure(config: ml_collections.ConfigDict, *, batch_size: int, remat: bool) -> StepMemory:
     """Compile and measure (no cache); see `measure_member_step`."""
-    from sourcematters_jax.train import state as state_lib, step as step_lib
+    from sourcematters_jax.train import programs as programs_lib, state as state_lib
+    from sourcematters_jax.train import step as step_lib
     from sourcematters_jax.train.augment import AugmentConfig
 
     size = int(config.image_size)
@@ -145,11 +146,8 @@ def _measure(config: ml_collections.ConfigDict, *, batch_size: int, remat: bool)
         model, tx, AugmentConfig.from_config(config.augment), steps_per_epoch=1,
         batch_size=batch_size)
     i32 = jnp.int32
-    inputs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state_lib.MemberInit(
-        seed=np.int32(0), source_slot=np.int32(-1), pixel_mean=np.zeros(3, np.float32),
-        pixel_scale=np.float32(1)))
     train, best = jax.eval_shape(lambda i: state_lib.init_member(
-        i, None, model=model, tx=tx, image_size=size), inputs)
+        i, None, model=model, tx=tx, image_size=size), programs_lib.abstract_member_inputs())
 
     def examples(n: int) -> step_lib.Examples:
         return step_lib.Examples(indices=jax.ShapeDtypeStruct((n,), i32),

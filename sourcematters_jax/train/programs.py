@@ -112,10 +112,11 @@ def build_programs(spec: ProgramSpec, runner: packing.Runner) -> Programs:
         end_epoch=runner.lift(end_epoch, member=("train", "best", "data"),
                               donate=("train", "best")),
         predict=runner.lift(predict, member=("train", "best", "data")),
-        abstract_state=jax.eval_shape(init, _abstract_inputs(), None))
+        abstract_state=jax.eval_shape(init, abstract_member_inputs(), None))
 
 
-def _abstract_inputs() -> state_lib.MemberInit:
+def abstract_member_inputs() -> state_lib.MemberInit:
+    """One member's `state.MemberInit` as `jax.ShapeDtypeStruct`s (for `jax.eval_shape`)."""
     f32 = np.float32
     return state_lib.MemberInit(
         seed=jax.ShapeDtypeStruct((), np.int32), source_slot=jax.ShapeDtypeStruct((), np.int32),
