@@ -36,8 +36,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sourcematters_jax.convert_weights.convert import resolve_source
 from sourcematters_jax.convert_weights.errors import ConversionError
 from sourcematters_jax import __version__, atomic_files, preprocessing, pretrained
-from sourcematters_jax.models import Classifier, ResNet
 from sourcematters_jax.pretrain import config as config_lib, data as data_lib
+from sourcematters_jax.train import state as state_lib
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -66,14 +66,6 @@ def source_name(config: ml_collections.ConfigDict) -> str:
         return resolve_source(pathlib.Path(config.dataset), name, config.preprocessing)[0]
     except ConversionError as e:
         raise ValueError(f"config.source: {e}".replace("--source", "source")) from None
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Classifier:
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
-    backbone = ResNet(stage_sizes=tuple(config.model.stage_sizes), width=config.model.width,
-                      dtype=dtype)
-    return Classifier(backbone=backbone, num_classes=num_classes,
-                      dropout_rate=config.dropout_rate)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
@@ -147,7 +139,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
 
     mesh = jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-    model = build_model(config, data.num_classes)
+    model = state_lib.build_model(config.model.to_dict(), config.dropout_rate,
+                                  num_classes=data.num_classes)
     tx, schedule = make_optimizer(config, steps_per_epoch, total_steps)
     size, mode, classes = config.image_size, config.preprocessing, data.num_classes
 
@@ -242,7 +235,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
         if eval_accuracy is not None:
             writer.write_scalars(total_steps, {"eval_accuracy": eval_accuracy})
         writer.flush()
-        host = _host(state)
     finally:
         manager.close()
         writer.close()
@@ -262,7 +254,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> p
                             "config": json.loads(config_lib.identity_json(config))},
             "converter": f"sourcematters pretrain (sourcematters_jax {__version__})",
         }
-        variables = {"params": host.params["backbone"], "batch_stats": host.batch_stats["backbone"]}
+        # Only the backbone crosses to the host (not the head or the optimizer state).
+        variables = _host({"params": state.params["backbone"],
+                           "batch_stats": state.batch_stats["backbone"]})
         pretrained.save(backbone_dir, variables, metadata, overwrite=True)
         logging.info("wrote %s (source %r, eval accuracy %s)", backbone_dir, source, eval_accuracy)
     return backbone_dir

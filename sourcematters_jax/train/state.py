@@ -61,9 +61,11 @@ class MemberInit:
     pixel_scale: jnp.ndarray  # float32 []
 
 
-def build_model(model_cfg: Mapping[str, Any], dropout_rate: float, *, remat: bool = False
-                ) -> Classifier:
+def build_model(model_cfg: Mapping[str, Any], dropout_rate: float, *, remat: bool = False,
+                num_classes: int = 2) -> Classifier:
     """The Classifier a config describes (ResNet of `model.stage_sizes`/`width`/`dtype`).
+
+    `num_classes` is 2 for the study's binary tasks; pretraining a source sets its class count.
 
     `model.dtype='bfloat16'` is mixed precision: the compute dtype of the convolutions and
     matmuls; parameters, and so gradients, Adam state and the loss, stay float32 (`models.resnet`).
@@ -72,7 +74,8 @@ def build_model(model_cfg: Mapping[str, Any], dropout_rate: float, *, remat: boo
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg["dtype"]]
     backbone = ResNet(stage_sizes=tuple(model_cfg["stage_sizes"]), width=int(model_cfg["width"]),
                       dtype=dtype, remat=bool(remat))
-    return Classifier(backbone=backbone, dropout_rate=float(dropout_rate))
+    return Classifier(backbone=backbone, num_classes=int(num_classes),
+                      dropout_rate=float(dropout_rate))
 
 
 def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float
