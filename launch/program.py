@@ -25,7 +25,7 @@ import argparse
 import logging
 import pathlib
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import ml_collections
 

@@ -75,7 +75,6 @@ def cluster(markings: Sequence[Marking], slice_thickness: float) -> list[Nodule]
         return []
     d = distance_matrix(markings)
     tol = float(slice_thickness)
-    labels = np.zeros(n, np.int64)
     while True:
         _, labels = connected_components(d <= tol, directed=False)
         if np.bincount(labels).max() <= MAX_READERS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sourcematters_jax import experiments
 from sourcematters_jax.results import cross as cross_lib, markdown, naming
 from sourcematters_jax.results.load import ResultsTable
 
@@ -60,7 +61,7 @@ def _nonfinite_section(table: ResultsTable) -> str:
             "and show as 'k NaN' in the tables, not as cells that were not run:\n\n" + markdown.frame(rows))
 
 
-SYNTHETIC_DATASETS = ("synthetic_cxr",)  # generated in code (the demo, the tests): no paper counterpart
+SYNTHETIC_DATASETS = (experiments.SYNTHETIC_DATASET,)  # generated in code (the demo, the tests): no paper counterpart
 
 
 def _comparison_section(comparison: pd.DataFrame, datasets: tuple[str, ...]) -> str:

@@ -26,8 +26,6 @@ from sourcematters_jax.train import evaluate as evaluate_lib, results, state as 
 from sourcematters_jax.train.inputs import load_data
 from sourcematters_jax.train.step import DevicePool, MemberArrays
 
-CROSS_COLUMNS = ("trained_on", "evaluated_on")
-
 
 def evaluated_on(config: ml_collections.ConfigDict) -> str:
     return f"{config.experiment}/{config.dataset}"

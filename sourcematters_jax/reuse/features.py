@@ -20,6 +20,7 @@ import pandas as pd
 
 from sourcematters_jax.data.types import SPLITS, ExperimentData
 from sourcematters_jax.models import Classifier
+from sourcematters_jax.reuse import evaluate
 from sourcematters_jax.reuse.members import LoadedMember
 from sourcematters_jax.reuse.runner import MemberWeights, pack_splits, run_members
 from sourcematters_jax.train.evaluate import eval_batch_for
@@ -84,7 +85,7 @@ def write(members: Sequence[LoadedMember], extracted: Sequence[tuple[np.ndarray,
         np.save(d / "features.npy", feats)
         index.to_csv(d / "index.csv", index=False)
         rows.append({"member_id": lm.member_id, "trained_on": lm.trained_on,
-                     "features_of": f"{config.experiment}/{config.dataset}",
+                     "features_of": evaluate.evaluated_on(config),
                      "rows": feats.shape[0], "dim": feats.shape[1],
                      "features": f"{lm.member_id}/features.npy",
                      "index": f"{lm.member_id}/index.csv"})
